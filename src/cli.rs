@@ -1,0 +1,222 @@
+//! The command line: clap definitions and one small function per subcommand.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigError, standard_key};
+use crate::delivery::signing::{
+    IDEMPOTENCY_KEY, WEBHOOK_ID, WEBHOOK_TIMESTAMP, github_signature, standard_signature,
+    verify_github, verify_standard,
+};
+use crate::extract::extract;
+use crate::poller::{client, fetch};
+
+/// pollhook: webhooks for APIs that have none.
+#[derive(Debug, Parser)]
+#[command(name = "pollhook", version, about)]
+pub struct Cli {
+    /// Log filter for `run` and `demo` (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, default_value = "info", env = "POLLHOOK_LOG")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd runs this).
+    Run(ConfigArg),
+    /// Validate the config; exit 0 when valid, 2 when not.
+    Check(ConfigArg),
+    /// Fetch one source once and print its extracted items as JSON lines; no state, no delivery.
+    Preview {
+        /// Source name from the config.
+        source: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the headers pollhook would send for the body on stdin.
+    Sign(SignArgs),
+    /// Check a signature over the body on stdin; exit 0 valid, 1 invalid.
+    Verify(VerifyArgs),
+    /// Run a self-contained demo: fake upstream, verifying receiver and the daemon, on loopback.
+    Demo(DemoArgs),
+}
+
+/// `-c bridge.yaml`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "bridge.yaml",
+        env = "POLLHOOK_CONFIG"
+    )]
+    pub path: PathBuf,
+}
+
+/// Which signature headers `sign` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SignatureArg {
+    /// Standard Webhooks.
+    Standard,
+    /// GitHub `x-hub-signature-256`.
+    Github,
+    /// Both.
+    Both,
+}
+
+/// `pollhook sign`.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// Secret (`whsec_…` for standard; any string for github).
+    #[arg(long, env = "POLLHOOK_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Event id (default: a fixed example id).
+    #[arg(long, default_value = "evt_test")]
+    pub id: String,
+    /// Unix timestamp (default: now).
+    #[arg(long)]
+    pub timestamp: Option<i64>,
+    /// Which signatures.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub signature: SignatureArg,
+}
+
+/// `pollhook verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Secret (`whsec_…` for standard; any string for a `sha256=` signature).
+    #[arg(long, env = "POLLHOOK_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// `webhook-id` header.
+    #[arg(long, default_value = "")]
+    pub id: String,
+    /// `webhook-timestamp` header.
+    #[arg(long, default_value_t = 0)]
+    pub timestamp: i64,
+    /// `webhook-signature` (v1,…) or `x-hub-signature-256` (sha256=…) header.
+    #[arg(long)]
+    pub signature: String,
+}
+
+/// `pollhook demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often the fake upstream changes an item.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub change_every: Duration,
+}
+
+/// Loads the config, adding the file name to read errors.
+fn load(path: &Path) -> Result<config::Config, ConfigError> {
+    config::load(path)
+}
+
+/// `pollhook run`.
+pub async fn run(args: ConfigArg) -> anyhow::Result<()> {
+    let config = load(&args.path)?;
+    let shutdown = crate::shutdown::on_signals();
+    crate::daemon::run(config, shutdown).await?;
+    Ok(())
+}
+
+/// `pollhook check`.
+pub fn check(args: ConfigArg) -> anyhow::Result<()> {
+    let config = load(&args.path)?;
+    println!(
+        "{}: ok ({} sources, {} destinations)",
+        args.path.display(),
+        config.sources.len(),
+        config.destinations.len()
+    );
+    Ok(())
+}
+
+/// `pollhook preview`.
+pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
+    let config = load(&args.path)?;
+    let Some(src) = config.sources.get(&source) else {
+        let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+        bail!(
+            "no source named {source:?} in {}; known: {}",
+            args.path.display(),
+            known.join(", ")
+        );
+    };
+    let body = fetch(&client()?, &src.request)
+        .await
+        .with_context(|| format!("source {source}"))?;
+    let items = extract(&src.extract, &body).with_context(|| format!("source {source}"))?;
+    for item in &items {
+        let line = serde_json::json!({"key": item.key, "version": item.version, "hash": src.extract.hash(&item.data).to_hex()});
+        println!("{line}");
+    }
+    eprintln!("{} items", items.len());
+    Ok(())
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read the body from stdin")?;
+    Ok(body)
+}
+
+/// `pollhook sign`.
+pub fn sign(args: SignArgs) -> anyhow::Result<()> {
+    let body = read_stdin()?;
+    let ts = args
+        .timestamp
+        .unwrap_or_else(|| chrono::Utc::now().timestamp());
+    println!("content-type: application/json");
+    println!("{WEBHOOK_ID}: {}", args.id);
+    println!("{WEBHOOK_TIMESTAMP}: {ts}");
+    println!("{IDEMPOTENCY_KEY}: {}", args.id);
+    if matches!(args.signature, SignatureArg::Standard | SignatureArg::Both) {
+        let key = standard_key(&args.secret)
+            .map_err(|why| anyhow::anyhow!("--secret {why}; expected whsec_<base64>"))?;
+        println!(
+            "webhook-signature: {}",
+            standard_signature(&key, &args.id, ts, &body)
+        );
+    }
+    if matches!(args.signature, SignatureArg::Github | SignatureArg::Both) {
+        println!(
+            "x-hub-signature-256: {}",
+            github_signature(&args.secret, &body)
+        );
+    }
+    Ok(())
+}
+
+/// `pollhook verify`: returns whether the signature is valid.
+pub fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+    let body = read_stdin()?;
+    let valid = if args.signature.trim_start().starts_with("sha256=") {
+        verify_github(&args.secret, &body, &args.signature)
+    } else {
+        standard_key(&args.secret)
+            .map_err(|why| anyhow::anyhow!("--secret {why}; expected whsec_<base64>"))?;
+        verify_standard(
+            &args.secret,
+            &args.id,
+            args.timestamp,
+            &body,
+            &args.signature,
+        )
+    };
+    println!("{}", if valid { "valid" } else { "invalid" });
+    Ok(valid)
+}

@@ -1,0 +1,121 @@
+//! Loading `bridge.yaml`: read, parse (the only place that names the YAML crate), expand
+//! `${VAR}` in values, validate. Returns every problem at once.
+//!
+//! `raw.rs` holds the serde structs, `validate.rs` turns them into the domain types of
+//! `validated.rs`, `check.rs` is the problem collector, `env.rs` the `${VAR}` expander.
+
+mod check;
+pub mod env;
+mod error;
+mod raw;
+mod validate;
+mod validated;
+
+use std::path::Path;
+
+pub use error::{ConfigError, Problem};
+pub use validate::{DEFAULT_RETRY, standard_key};
+pub use validated::{
+    Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Request, Secret, SignatureMode,
+    Source,
+};
+
+/// Reads and validates the config file at `path`, expanding variables from the process
+/// environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Validates config text; `path` names the file in messages and anchors relative paths.
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
+        let problem = Problem {
+            path: line
+                .map(|l| yaml_path_at(text, l))
+                .unwrap_or_else(|| "(document)".to_owned()),
+            line,
+            given: None,
+            expected: first_line(&e.to_string()),
+        };
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            problem,
+        }
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut ck = check::Checker::new(env, base);
+    match validate::validate(raw, &mut ck) {
+        Some(config) if ck.problems.is_empty() => Ok(config),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: ck.problems,
+        }),
+    }
+}
+
+/// The parser's message without its location suffix (the line is reported separately).
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message);
+    match line.find(" at line ") {
+        Some(i) => line[..i].to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+/// The dotted key path of the block-style mapping entry on `line` (1-based), found from the
+/// indentation of the lines above it. Used to name the path of errors the parser reports.
+pub fn yaml_path_at(text: &str, line: u64) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = (line as usize).checked_sub(1).filter(|i| *i < lines.len()) else {
+        return "(document)".to_owned();
+    };
+    let mut path = Vec::new();
+    let mut limit = usize::MAX;
+    for raw in lines[..=start].iter().rev() {
+        let trimmed = raw.trim_start().trim_start_matches("- ");
+        let indent = raw.len() - raw.trim_start().len();
+        if trimmed.is_empty() || trimmed.starts_with('#') || indent >= limit {
+            continue;
+        }
+        if let Some((key, _)) = trimmed.split_once(':') {
+            path.push(key.trim().trim_matches(['"', '\'']).to_owned());
+            limit = indent;
+        }
+        if indent == 0 {
+            break;
+        }
+    }
+    path.reverse();
+    if path.is_empty() {
+        "(document)".to_owned()
+    } else {
+        path.join(".")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml_path_at;
+
+    #[test]
+    fn path_is_rebuilt_from_indentation() {
+        let text = "sources:\n  a:\n    url: x\n    # c\n    evry: 5s\ndestinations: {}\n";
+        assert_eq!(yaml_path_at(text, 5), "sources.a.evry");
+        assert_eq!(yaml_path_at(text, 6), "destinations");
+        assert_eq!(yaml_path_at(text, 99), "(document)");
+    }
+}

@@ -1,0 +1,188 @@
+//! Raw `bridge.yaml` structures: exactly what serde reads, before any validation.
+//!
+//! Phase one of the two-phase config (see `validated.rs` for phase two). Every struct denies
+//! unknown keys; scalars that need validation are `Spanned` so that errors can name the YAML line.
+//! Keys of the design whose behaviour is not built yet are accepted here as `Unsupported` so that
+//! validation can reject them with "not supported yet" instead of "unknown key".
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
+/// A scalar string with the YAML location it came from.
+pub type Str = Spanned<String>;
+
+/// A key that the design names but this version does not implement; its value is ignored and
+/// validation reports it.
+pub type Unsupported = Option<Spanned<IgnoredAny>>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Path of the redb state file.
+    pub state: Option<Str>,
+    /// Admin API (not supported yet).
+    pub admin: Unsupported,
+    /// Defaults applied to every source.
+    pub defaults: Option<RawDefaults>,
+    /// Shared per-host budgets (not supported yet).
+    pub hosts: Unsupported,
+    /// Webhook receivers by name.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, Spanned<RawDestination>>,
+    /// Polled APIs by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<RawSource>>,
+}
+
+/// `defaults:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// Request timeout, humantime.
+    pub timeout: Option<Str>,
+    /// Largest accepted response body, e.g. `16MiB`.
+    pub max_body: Option<Str>,
+    /// Random delay added to each poll, as a percentage of the interval, e.g. `10%`.
+    pub jitter: Option<Str>,
+}
+
+/// `destinations.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Receiver URL.
+    pub url: Option<Str>,
+    /// One secret or a list (rotation), or `{ credential: NAME }`.
+    pub secret: Option<Spanned<RawSecret>>,
+    /// A file holding the secret.
+    pub secret_file: Option<Str>,
+    /// `standard` | `github` | `both`.
+    pub signature: Option<Str>,
+    /// Request timeout, humantime.
+    pub timeout: Option<Str>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Str>,
+    /// Delays after attempt 1, 2, ...
+    pub retry: Option<Vec<Str>>,
+    /// In-flight requests to this destination.
+    pub concurrency: Option<Spanned<u32>>,
+}
+
+/// The forms `secret:` may take.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecret {
+    /// One secret.
+    One(String),
+    /// Several secrets during rotation; every one signs.
+    Many(Vec<String>),
+    /// `{ credential: NAME }`, read from `$CREDENTIALS_DIRECTORY` (not supported yet).
+    Credential {
+        /// Credential name.
+        credential: String,
+    },
+}
+
+/// `sources.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// URL to poll.
+    pub url: Option<Str>,
+    /// `GET` | `POST`.
+    pub method: Option<Str>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Str>,
+    /// JSON body for POST.
+    pub body: Option<serde_json::Value>,
+    /// Upstream authentication.
+    pub auth: Option<Spanned<RawAuth>>,
+    /// Fixed interval, humantime.
+    pub every: Option<Str>,
+    /// Cron expression (5 or 6 fields, UTC).
+    pub cron: Option<Str>,
+    /// Request timeout, humantime (overrides `defaults.timeout`).
+    pub timeout: Option<Str>,
+    /// Largest accepted body (overrides `defaults.max_body`).
+    pub max_body: Option<Str>,
+    /// Jitter (overrides `defaults.jitter`).
+    pub jitter: Option<Str>,
+    /// Per-source rate budget (not supported yet).
+    pub rate: Unsupported,
+    /// Pagination (not supported yet).
+    pub paginate: Unsupported,
+    /// Page limit (not supported yet).
+    pub max_pages: Unsupported,
+    /// Conditional requests switch (not supported yet).
+    pub conditional: Unsupported,
+    /// Flood guard (not supported yet).
+    pub max_changes: Unsupported,
+    /// JSON Pointer to the items array.
+    pub items: Option<Str>,
+    /// JSON Pointer to each item's key.
+    pub key: Option<Str>,
+    /// JSON Pointer to each item's version.
+    pub version: Option<Str>,
+    /// Pointers removed before hashing.
+    pub ignore: Option<Vec<Str>>,
+    /// `items` | `document`.
+    pub mode: Option<Str>,
+    /// Which change kinds are sent.
+    pub emit: Option<Vec<Str>>,
+    /// `baseline` | `emit`.
+    pub on_first_poll: Option<Str>,
+    /// Extra payload fields.
+    pub include: Option<RawInclude>,
+    /// Destination names.
+    pub to: Option<Vec<Str>>,
+}
+
+/// `auth:` — exactly one key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `Authorization: Bearer <token>`.
+    pub bearer: Option<String>,
+    /// HTTP basic auth.
+    pub basic: Option<RawBasic>,
+    /// A custom header.
+    pub header: Option<RawHeaderAuth>,
+}
+
+/// `auth.basic`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `auth.header`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderAuth {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// `include:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInclude {
+    /// Add the previous item as `previous`.
+    #[serde(default)]
+    pub previous: bool,
+    /// Add an RFC 6902 patch as `changes`.
+    #[serde(default)]
+    pub changes: bool,
+}

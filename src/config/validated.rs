@@ -1,0 +1,190 @@
+//! Validated configuration: domain types that the rest of pollhook uses. Nothing downstream
+//! re-parses a string; every value here has been checked by `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::extract::ExtractSpec;
+use crate::schedule::Schedule;
+
+/// The whole validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// redb state file.
+    pub state: PathBuf,
+    /// Receivers by name.
+    pub destinations: BTreeMap<String, Arc<Destination>>,
+    /// Sources by name.
+    pub sources: BTreeMap<String, Arc<Source>>,
+}
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is used (signing, auth headers).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How a destination's requests are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMode {
+    /// Standard Webhooks `webhook-signature` only.
+    Standard,
+    /// GitHub `x-hub-signature-256` only.
+    Github,
+    /// Both headers.
+    Both,
+}
+
+impl SignatureMode {
+    /// Whether the Standard Webhooks header is sent.
+    pub fn standard(self) -> bool {
+        matches!(self, SignatureMode::Standard | SignatureMode::Both)
+    }
+    /// Whether the GitHub header is sent.
+    pub fn github(self) -> bool {
+        matches!(self, SignatureMode::Github | SignatureMode::Both)
+    }
+}
+
+/// A webhook receiver.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// Its name in `destinations:`.
+    pub name: String,
+    /// Where events are POSTed.
+    pub url: Url,
+    /// Signing secrets, newest first; every one signs.
+    pub secrets: Vec<Secret>,
+    /// Which signature headers are sent.
+    pub signature: SignatureMode,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Delay after attempt 1, 2, ...; past the end the event is dead-lettered.
+    pub retry: Vec<Duration>,
+    /// Most requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// HTTP method of a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST with the JSON `body`.
+    Post,
+}
+
+/// Upstream authentication.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// HTTP basic.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// A custom header whose value is secret.
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// Header value.
+        value: Secret,
+    },
+}
+
+/// Which change kinds are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmitSet {
+    /// `item.created`.
+    pub created: bool,
+    /// `item.updated` / `document.changed`.
+    pub updated: bool,
+    /// `item.deleted`.
+    pub deleted: bool,
+}
+
+/// What the first successful poll of a source does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstPoll {
+    /// Record the state, emit nothing.
+    Baseline,
+    /// Emit `created` for every item.
+    Emit,
+}
+
+/// Optional payload fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Include {
+    /// Add `previous` (the item before the change).
+    pub previous: bool,
+    /// Add `changes` (RFC 6902 patch from previous to current).
+    pub changes: bool,
+}
+
+/// How a source is fetched.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// URL polled.
+    pub url: Url,
+    /// GET or POST.
+    pub method: Method,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// JSON body for POST.
+    pub body: Option<serde_json::Value>,
+    /// Authentication.
+    pub auth: Option<Auth>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Largest body accepted, enforced while streaming.
+    pub max_body: u64,
+}
+
+/// A polled source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its name in `sources:`.
+    pub name: String,
+    /// The request.
+    pub request: Request,
+    /// When it is polled.
+    pub schedule: Schedule,
+    /// Fraction of the interval added at random to each poll (0.0–1.0).
+    pub jitter: f64,
+    /// How items are extracted.
+    pub extract: ExtractSpec,
+    /// Which changes are sent.
+    pub emit: EmitSet,
+    /// What the first poll does.
+    pub on_first_poll: FirstPoll,
+    /// Optional payload fields.
+    pub include: Include,
+    /// Destination names.
+    pub to: Vec<String>,
+}

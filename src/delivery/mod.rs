@@ -1,0 +1,9 @@
+//! Delivery: the dispatcher that sends committed outbox rows (`dispatcher.rs`), one signed
+//! attempt (`send.rs`), signatures (`signing.rs`) and the pure retry decision (`retry.rs`).
+
+pub mod dispatcher;
+pub mod retry;
+pub mod send;
+pub mod signing;
+
+pub use dispatcher::{Dispatcher, RowReceiver, RowSender, now_ms, settle_loop};

@@ -1,0 +1,84 @@
+//! One delivery attempt: build the signed POST, send it, turn the answer into an [`Outcome`].
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::header::RETRY_AFTER;
+
+use super::retry::{Outcome, parse_retry_after};
+use super::signing::{
+    CONTENT_TYPE, IDEMPOTENCY_KEY, Signer, USER_AGENT, USER_AGENT_VALUE, WEBHOOK_ID,
+    WEBHOOK_TIMESTAMP,
+};
+use crate::config::Destination;
+use crate::store::OutboxRow;
+
+/// The HTTP client for destinations: never follows redirects (a 3xx is an answer).
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    crate::poller::install_crypto();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .build()
+}
+
+/// Sends `row` to `dest` once and classifies the result.
+pub async fn attempt(
+    client: &reqwest::Client,
+    dest: &Destination,
+    signer: &Signer,
+    row: &OutboxRow,
+) -> Outcome {
+    let now = SystemTime::now();
+    let ts = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut req = client
+        .post(dest.url.clone())
+        .timeout(dest.timeout)
+        .header(CONTENT_TYPE, "application/json")
+        .header(WEBHOOK_ID, &row.event_id)
+        .header(WEBHOOK_TIMESTAMP, ts.to_string())
+        .header(IDEMPOTENCY_KEY, &row.event_id)
+        .header(USER_AGENT, USER_AGENT_VALUE);
+    for (name, value) in &dest.headers {
+        req = req.header(name, value);
+    }
+    for (name, value) in signer.headers(&row.event_id, ts, &row.body) {
+        req = req.header(name, value);
+    }
+    match req
+        .body(reqwest::Body::from(bytes::Bytes::copy_from_slice(
+            &row.body,
+        )))
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now));
+            Outcome::Status {
+                code: resp.status().as_u16(),
+                retry_after,
+            }
+        }
+        Err(e) if e.is_timeout() => Outcome::Timeout,
+        Err(e) => Outcome::Connect(error_chain(e)),
+    }
+}
+
+/// An error and its sources on one line, without the URL (query strings may carry secrets).
+pub fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

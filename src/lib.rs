@@ -1,0 +1,31 @@
+//! pollhook gives webhooks to APIs that have none.
+//!
+//! ```text
+//! bridge.yaml ─► config ─► scheduler ─► fetch (auth, timeout, streamed body cap)
+//!                                          │
+//!                          extract items (pointer, key, version, ignore)
+//!                                          │
+//!             diff against stored state ─► ONE write txn: new state + outbox rows
+//!                                          │
+//!             dispatcher: due rows ─► sign ─► POST ─► delivered | retry at | dead
+//! ```
+//!
+//! Module map: [`config`] (load and validate `bridge.yaml`), [`schedule`] (pure time math),
+//! [`poller`] (per-source loop and fetch), [`extract`] and [`diff`] (pure), [`event`] (ids and
+//! payloads), [`store`] (storage interface and its redb implementation), [`delivery`]
+//! (dispatcher, signing, retry decisions), [`daemon`] (wiring), [`shutdown`] (signals),
+//! [`demo`] (the self-contained demo), [`cli`] (subcommands).
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod demo;
+pub mod diff;
+pub mod event;
+pub mod extract;
+pub mod poller;
+pub mod schedule;
+pub mod shutdown;
+pub mod store;

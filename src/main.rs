@@ -1,0 +1,58 @@
+//! pollhook's entry point: parse the command line, start logging, run the subcommand, map the
+//! result to an exit code (0 ok, 1 runtime failure, 2 usage or config error).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pollhook::cli::{self, Cli, Command};
+use pollhook::config::ConfigError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Check(args) => cli::check(args),
+        Command::Sign(args) => cli::sign(args),
+        Command::Verify(args) => match cli::verify(args) {
+            Ok(false) => return ExitCode::from(1),
+            other => other.map(|_| ()),
+        },
+        command => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match command {
+                    Command::Run(args) => cli::run(args).await,
+                    Command::Preview { source, config } => cli::preview(source, config).await,
+                    Command::Demo(args) => pollhook::demo::run(args).await,
+                    _ => unreachable!("handled above"),
+                }
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,177 @@
+//! From a fetched body to a [`PollCommit`]: extract, diff against the in-memory copy of the
+//! stored state, and build the events (ids, payloads) for the destinations. Pure except for the
+//! read of stored item data that `deleted` payloads and `previous`/`changes` need.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::{EmitSet, FirstPoll, Source};
+use crate::diff::{ChangeKind, Diff, ItemState, diff};
+use crate::event::{EventType, Payload, changes, event_id, timestamp};
+use crate::extract::{ExtractError, Item, Mode, extract};
+use crate::store::{ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
+
+/// Extraction result for one body.
+pub struct Extracted {
+    /// Items from the body.
+    pub items: Vec<Item>,
+    /// Their diff against the stored state.
+    pub diff: Diff,
+    /// True when this poll only records a baseline (first poll, or changed extraction settings).
+    pub baseline: bool,
+}
+
+/// Fingerprint of the extraction settings; when it changes the source is re-baselined.
+pub fn settings_fingerprint(source: &Source) -> String {
+    let text = format!("{:?}", source.extract);
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
+}
+
+/// Fingerprint of one body under the current settings.
+pub fn body_fingerprint(settings: &str, body: &[u8]) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(settings.as_bytes());
+    h.update(&[0]);
+    h.update(body);
+    h.finalize()
+}
+
+/// Parses `body` and diffs it against `stored`.
+pub fn extract_and_diff(
+    source: &Source,
+    meta: &SourceMeta,
+    stored: &HashMap<String, ItemState>,
+    body: &[u8],
+) -> Result<Extracted, ExtractError> {
+    let items = extract(&source.extract, body)?;
+    let settings = settings_fingerprint(source);
+    let baseline = !meta.initialized || meta.fingerprint.as_deref() != Some(settings.as_str());
+    let spec = &source.extract;
+    let diff = diff(stored, &items, &|item: &Item| spec.hash(&item.data));
+    Ok(Extracted {
+        items,
+        diff,
+        baseline,
+    })
+}
+
+fn wanted(kind: ChangeKind, emit: &EmitSet) -> bool {
+    match kind {
+        ChangeKind::Created => emit.created,
+        ChangeKind::Updated => emit.updated,
+        ChangeKind::Deleted => emit.deleted,
+    }
+}
+
+fn event_type(kind: ChangeKind, mode: Mode) -> EventType {
+    match (mode, kind) {
+        (Mode::Document, _) => EventType::DocumentChanged,
+        (Mode::Items, ChangeKind::Created) => EventType::Created,
+        (Mode::Items, ChangeKind::Updated) => EventType::Updated,
+        (Mode::Items, ChangeKind::Deleted) => EventType::Deleted,
+    }
+}
+
+/// Whether the stored (previous) data of changed items is needed for the payloads.
+pub fn previous_keys<'a>(source: &Source, ex: &'a Extracted) -> Vec<&'a str> {
+    if ex.baseline && source.on_first_poll == FirstPoll::Baseline {
+        return Vec::new();
+    }
+    let with_previous = source.include.previous || source.include.changes;
+    ex.diff
+        .changes
+        .iter()
+        .filter(|c| wanted(c.kind, &source.emit))
+        .filter(|c| {
+            c.kind == ChangeKind::Deleted || (c.kind == ChangeKind::Updated && with_previous)
+        })
+        .map(|c| c.key.as_str())
+        .collect()
+}
+
+/// Builds the atomic commit for one poll. `previous` holds the stored data of [`previous_keys`].
+pub fn build_commit(
+    source: &Source,
+    ex: &Extracted,
+    previous: &HashMap<String, Vec<u8>>,
+    now: DateTime<Utc>,
+) -> Result<PollCommit, StoreError> {
+    let settings = settings_fingerprint(source);
+    let emit_now = !ex.baseline || source.on_first_poll == FirstPoll::Emit;
+    let mut items = Vec::with_capacity(ex.diff.changes.len() + ex.diff.silent.len());
+    let mut events = Vec::new();
+    let ts = timestamp(now);
+    for change in &ex.diff.changes {
+        let data = change.index.map(|i| &ex.items[i].data);
+        items.push(ItemWrite {
+            key: change.key.clone(),
+            state: change.state.clone(),
+            data: data.map(|d| d.to_string().into_bytes()),
+        });
+        if !emit_now || !wanted(change.kind, &source.emit) {
+            continue;
+        }
+        let prev: Option<Value> = previous
+            .get(&change.key)
+            .map(|b| serde_json::from_slice(b))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                what: "item data",
+                detail: e.to_string(),
+            })?;
+        let id = event_id(
+            &source.name,
+            &change.key,
+            change.state.revision,
+            &change.state.hash,
+        );
+        let null = Value::Null;
+        let body_data = data.or(prev.as_ref()).unwrap_or(&null);
+        let is_update = change.kind == ChangeKind::Updated;
+        let payload = Payload {
+            kind: event_type(change.kind, source.extract.mode),
+            timestamp: ts.clone(),
+            source: &source.name,
+            id: &id,
+            key: &change.key,
+            revision: change.state.revision,
+            data: body_data,
+            previous: prev
+                .as_ref()
+                .filter(|_| is_update && source.include.previous),
+            changes: prev
+                .as_ref()
+                .filter(|_| is_update && source.include.changes)
+                .map(|p| changes(p, body_data)),
+        };
+        events.push(NewEvent {
+            id: id.clone(),
+            key: change.key.clone(),
+            revision: change.state.revision,
+            body: Arc::from(payload.to_bytes()),
+            destinations: source.to.clone(),
+        });
+    }
+    for (index, state) in &ex.diff.silent {
+        let item = &ex.items[*index];
+        items.push(ItemWrite {
+            key: item.key.clone(),
+            state: state.clone(),
+            data: Some(item.data.to_string().into_bytes()),
+        });
+    }
+    let meta = SourceMeta {
+        initialized: true,
+        fingerprint: Some(settings),
+    };
+    Ok(PollCommit {
+        source: source.name.clone(),
+        meta,
+        items,
+        events,
+        now_ms: now.timestamp_millis(),
+    })
+}

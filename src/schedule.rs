@@ -1,0 +1,164 @@
+//! Pure time math for polling: when a source fires next (`every` or `cron`), the jitter added to
+//! each fire, and the failure backoff. No tokio, no clock: every function takes `now`.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+/// When a source is polled.
+#[derive(Clone)]
+pub enum Schedule {
+    /// Fixed rate: one poll per interval, aligned to the first poll.
+    Every(Duration),
+    /// A cron expression, evaluated in UTC.
+    Cron {
+        /// The expression as written.
+        expr: String,
+        /// The parsed pattern.
+        cron: Box<Cron>,
+    },
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Schedule::Cron { expr, .. } => write!(f, "cron {expr:?}"),
+        }
+    }
+}
+
+/// Parses a 5-field crontab line or a 6-field line with seconds first. A year field, `@reboot`
+/// is rejected; `@hourly`-style nicknames are accepted. Day-of-month and day-of-week are OR-ed, as in
+/// Vixie cron; Sunday is 0 (or 7).
+pub fn parse_cron(expr: &str) -> Result<Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    if !(fields == 5 || fields == 6 || expr.trim_start().starts_with('@')) {
+        return Err(format!(
+            "has {fields} fields, expected 5 (minute hour day month weekday) or 6 (with seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map(|cron| Schedule::Cron {
+            expr: expr.to_owned(),
+            cron: Box::new(cron),
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl Schedule {
+    /// The first fire at or after `now`.
+    pub fn first(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Schedule::Every(_) => now,
+            Schedule::Cron { cron, .. } => next_cron(cron, now),
+        }
+    }
+
+    /// The fire that follows `previous`, skipping fires that are already in the past at `now`
+    /// (a poll that overran its interval does not cause a burst of catch-up polls).
+    pub fn next_after(&self, previous: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Schedule::Every(interval) => {
+                let step = chrono::Duration::from_std(*interval).unwrap_or(chrono::Duration::MAX);
+                let mut next = previous + step;
+                if next <= now {
+                    let behind = (now - previous).num_milliseconds().max(0) as u128;
+                    let steps = behind / interval.as_millis().max(1) + 1;
+                    next = previous + step * steps as i32;
+                }
+                next
+            }
+            Schedule::Cron { cron, .. } => next_cron(cron, previous.max(now)),
+        }
+    }
+
+    /// The nominal interval: `every`, or the gap between the next two cron fires after `now`.
+    pub fn interval(&self, now: DateTime<Utc>) -> Duration {
+        match self {
+            Schedule::Every(interval) => *interval,
+            Schedule::Cron { cron, .. } => {
+                let a = next_cron(cron, now);
+                let b = next_cron(cron, a);
+                (b - a).to_std().unwrap_or(Duration::from_secs(60))
+            }
+        }
+    }
+}
+
+fn next_cron(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
+    // A valid pattern always has a next occurrence within croner's search horizon; if it does
+    // not (e.g. 30 February), fall back to a day later so the loop keeps running.
+    cron.find_next_occurrence(&after, false)
+        .unwrap_or(after + chrono::Duration::days(1))
+}
+
+/// The random delay added to a fire: `unit` (uniform in [0, 1)) × `fraction` × `interval`.
+pub fn jitter(interval: Duration, fraction: f64, unit: f64) -> Duration {
+    interval.mul_f64((fraction * unit).clamp(0.0, 1.0))
+}
+
+/// How long to wait after `failures` consecutive failed polls: the interval doubled per failure,
+/// capped at 8 × the interval.
+pub fn failure_backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(3);
+    interval.saturating_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, h, m, s).unwrap() // a Monday
+    }
+
+    #[test]
+    fn five_field_monday_fires_on_monday_not_sunday() {
+        let cron = parse_cron("0 9 * * 1").unwrap();
+        let sunday = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
+        let next = cron.first(sunday);
+        assert_eq!(next, at(9, 0, 0));
+    }
+
+    #[test]
+    fn six_field_has_seconds_and_year_is_rejected() {
+        let cron = parse_cron("*/10 * * * * *").unwrap();
+        assert_eq!(cron.first(at(10, 0, 1)), at(10, 0, 10));
+        assert!(parse_cron("0 0 9 * * 1 2027").is_err());
+        assert!(parse_cron("0 9 * *").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week() {
+        // The 1st of the month OR a Monday: from Sunday 22 Nov, Monday 23 Nov comes first.
+        let cron = parse_cron("0 0 1 * 1").unwrap();
+        let sunday = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        assert_eq!(cron.first(sunday), at(0, 0, 0));
+    }
+
+    #[test]
+    fn every_is_fixed_rate_and_skips_missed_fires() {
+        let every = Schedule::Every(Duration::from_secs(60));
+        assert_eq!(every.next_after(at(10, 0, 0), at(10, 0, 5)), at(10, 1, 0));
+        assert_eq!(every.next_after(at(10, 0, 0), at(10, 3, 30)), at(10, 4, 0));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_eight_times() {
+        let i = Duration::from_secs(10);
+        assert_eq!(failure_backoff(i, 1), Duration::from_secs(20));
+        assert_eq!(failure_backoff(i, 2), Duration::from_secs(40));
+        assert_eq!(failure_backoff(i, 9), Duration::from_secs(80));
+        assert_eq!(jitter(i, 0.1, 0.5), Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,221 @@
+//! Durable state: per-source item state, the outbox, dead letters.
+//!
+//! The rest of pollhook sees only [`Store`] and the plain types below; [`Backend`] is the narrow
+//! interface a storage engine implements (redb here, in `redb.rs`; a PostgreSQL one later, design
+//! §8). Writes go through one writer thread (`writer.rs`) that applies every queued operation in
+//! one transaction and one fsync (group commit) and answers each caller once it is durable.
+//!
+//! Design notes:
+//! - A poll's new item state, source metadata and outbox rows are one [`WriteOp::Poll`], so they
+//!   commit together (invariant 1): there is no state in which a change is recorded but its
+//!   events are not, or the reverse.
+//! - Callers learn a row's `seq` only after the commit is durable, so nothing can be sent early.
+//! - No transaction is ever held across an `.await`: reads run on the caller's thread in short
+//!   read transactions, writes on the writer thread.
+
+mod codec;
+mod redb;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::ItemState;
+
+pub use self::redb::RedbBackend;
+pub use writer::Store;
+
+/// Storage failures. The message says what failed; the operator's action is in the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O, corruption, lock held by another process).
+    #[error("state store failed: {0}")]
+    Backend(String),
+    /// A stored row could not be decoded.
+    #[error("state store holds an undecodable {what} row: {detail}")]
+    Corrupt {
+        /// Which table.
+        what: &'static str,
+        /// Decoder message.
+        detail: String,
+    },
+    /// The state file was written by a newer pollhook.
+    #[error(
+        "state file schema version {found} is newer than this pollhook supports ({supported}); upgrade pollhook"
+    )]
+    SchemaTooNew {
+        /// Version in the file.
+        found: u64,
+        /// Version this build writes.
+        supported: u64,
+    },
+    /// The writer thread is gone (daemon shutting down).
+    #[error("state writer has stopped")]
+    WriterGone,
+}
+
+/// Per-source metadata stored beside its items.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceMeta {
+    /// Whether a first successful poll has been recorded.
+    pub initialized: bool,
+    /// Fingerprint of the extraction settings (items, key, version, ignore, mode) the stored
+    /// state was computed with; when they change, the next poll re-baselines.
+    pub fingerprint: Option<String>,
+}
+
+/// Everything loaded for one source at start.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSnapshot {
+    /// Metadata.
+    pub meta: SourceMeta,
+    /// Item states by key (tombstones included).
+    pub items: HashMap<String, ItemState>,
+}
+
+/// One event produced by a poll, to be queued for each of its destinations.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Event id.
+    pub id: String,
+    /// Item key.
+    pub key: String,
+    /// Item revision.
+    pub revision: u64,
+    /// Payload bytes.
+    pub body: Arc<[u8]>,
+    /// Destination names.
+    pub destinations: Vec<String>,
+}
+
+/// An item state row plus the item's data, as written by a poll.
+#[derive(Debug, Clone)]
+pub struct ItemWrite {
+    /// Item key.
+    pub key: String,
+    /// New state.
+    pub state: ItemState,
+    /// The item's JSON, when it changed (kept for `deleted` payloads and `previous`).
+    pub data: Option<Vec<u8>>,
+}
+
+/// The atomic result of one poll.
+#[derive(Debug, Clone)]
+pub struct PollCommit {
+    /// Source name.
+    pub source: String,
+    /// New metadata.
+    pub meta: SourceMeta,
+    /// Item rows to write.
+    pub items: Vec<ItemWrite>,
+    /// Events to queue.
+    pub events: Vec<NewEvent>,
+    /// Detection time, unix ms (the rows' creation and first due time).
+    pub now_ms: i64,
+}
+
+/// A queued delivery of one event to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    /// Monotonic row number; also the order of creation.
+    pub seq: u64,
+    /// Destination name.
+    pub destination: String,
+    /// Source name.
+    pub source: String,
+    /// Item key.
+    pub key: String,
+    /// Item revision.
+    pub revision: u64,
+    /// Event id.
+    pub event_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, unix ms.
+    pub due_ms: i64,
+    /// When the event was detected, unix ms.
+    pub created_ms: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Why the row was dead-lettered (dead letters only).
+    pub dead_reason: Option<String>,
+    /// Payload bytes.
+    #[serde(skip)]
+    pub body: Arc<[u8]>,
+}
+
+/// What to do with an outbox row after an attempt.
+#[derive(Debug, Clone)]
+pub enum Settle {
+    /// Delivered: remove it.
+    Delivered {
+        /// Row.
+        seq: u64,
+    },
+    /// Failed, try again later.
+    Retry {
+        /// Row.
+        seq: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// Next attempt, unix ms.
+        due_ms: i64,
+        /// Why it failed.
+        error: String,
+    },
+    /// Give up: move it to the dead letters.
+    Dead {
+        /// Row.
+        seq: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One operation for the writer; a batch of them commits in one transaction.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// A poll's state and events.
+    Poll(PollCommit),
+    /// Outcomes of delivery attempts.
+    Settle(Vec<Settle>),
+}
+
+/// What a [`WriteOp`] produced.
+#[derive(Debug)]
+pub enum WriteResult {
+    /// The outbox rows a poll created.
+    Rows(Vec<OutboxRow>),
+    /// Settlements applied.
+    Settled,
+}
+
+/// The storage engine interface (design §8). Implementations are blocking; [`Store`] calls
+/// `apply` from its writer thread and the reads from short-lived blocking contexts.
+pub trait Backend: Send + Sync + 'static {
+    /// Applies every op in one durable transaction, returning one result per op in order.
+    fn apply(&self, ops: &mut [WriteOp]) -> Result<Vec<WriteResult>, StoreError>;
+    /// Loads a source's metadata and item states.
+    fn load_source(&self, source: &str) -> Result<SourceSnapshot, StoreError>;
+    /// The stored data of the given items (missing keys are absent from the map).
+    fn item_data(
+        &self,
+        source: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError>;
+    /// Every pending outbox row, in `seq` order.
+    fn pending(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Every dead letter, in `seq` order.
+    fn dead(&self) -> Result<Vec<OutboxRow>, StoreError>;
+}
+
+/// Opens the default engine (redb) at `path` and starts its writer.
+pub fn open(path: &Path) -> Result<Store, StoreError> {
+    let backend = RedbBackend::open(path)?;
+    Ok(Store::start(Arc::new(backend)))
+}

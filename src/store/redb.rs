@@ -1,0 +1,267 @@
+//! The redb implementation of [`Backend`]: every table, key encoding and the schema version.
+//!
+//! Tables: `meta` (schema version, next outbox seq), `sources` (per-source metadata),
+//! `items` and `item_data` keyed by (source, item key), `outbox` and `dead` keyed by seq.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::codec::{decode_item, decode_row, encode_item, encode_row};
+use super::{
+    Backend, OutboxRow, PollCommit, Settle, SourceMeta, SourceSnapshot, StoreError, WriteOp,
+    WriteResult,
+};
+
+/// Schema version this build writes. Bump it with a migration in [`RedbBackend::open`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
+const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
+const ITEM_DATA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("item_data");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+
+const KEY_SCHEMA: &str = "schema_version";
+const KEY_NEXT_SEQ: &str = "next_seq";
+
+fn be<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Backend(e.into().to_string())
+}
+
+/// redb-backed storage.
+pub struct RedbBackend {
+    db: Database,
+}
+
+impl RedbBackend {
+    /// Opens (or creates) the state file, creating tables and checking the schema version.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open {}: {}",
+                path.display(),
+                redb::Error::from(e)
+            ))
+        })?;
+        let txn = db.begin_write().map_err(be)?;
+        {
+            let mut meta = txn.open_table(META).map_err(be)?;
+            let found = meta.get(KEY_SCHEMA).map_err(be)?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::SchemaTooNew {
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION).map_err(be)?;
+                }
+            }
+            txn.open_table(SOURCES).map_err(be)?;
+            txn.open_table(ITEMS).map_err(be)?;
+            txn.open_table(ITEM_DATA).map_err(be)?;
+            txn.open_table(OUTBOX).map_err(be)?;
+            txn.open_table(DEAD).map_err(be)?;
+        }
+        txn.commit().map_err(be)?;
+        Ok(RedbBackend { db })
+    }
+
+    fn apply_poll(
+        txn: &WriteTransaction,
+        c: &PollCommit,
+        next_seq: &mut u64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let meta = serde_json::to_vec(&c.meta).map_err(|e| StoreError::Backend(e.to_string()))?;
+        txn.open_table(SOURCES)
+            .map_err(be)?
+            .insert(c.source.as_str(), meta.as_slice())
+            .map_err(be)?;
+        let mut items = txn.open_table(ITEMS).map_err(be)?;
+        let mut data = txn.open_table(ITEM_DATA).map_err(be)?;
+        for w in &c.items {
+            let k = (c.source.as_str(), w.key.as_str());
+            items
+                .insert(k, encode_item(&w.state).as_slice())
+                .map_err(be)?;
+            if let Some(bytes) = &w.data {
+                data.insert(k, bytes.as_slice()).map_err(be)?;
+            }
+        }
+        let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
+        let mut rows = Vec::new();
+        for event in &c.events {
+            for dest in &event.destinations {
+                let row = OutboxRow {
+                    seq: *next_seq,
+                    destination: dest.clone(),
+                    source: c.source.clone(),
+                    key: event.key.clone(),
+                    revision: event.revision,
+                    event_id: event.id.clone(),
+                    attempts: 0,
+                    due_ms: c.now_ms,
+                    created_ms: c.now_ms,
+                    last_error: None,
+                    dead_reason: None,
+                    body: event.body.clone(),
+                };
+                *next_seq += 1;
+                outbox
+                    .insert(row.seq, encode_row(&row).as_slice())
+                    .map_err(be)?;
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    fn apply_settle(txn: &WriteTransaction, list: &[Settle]) -> Result<(), StoreError> {
+        let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
+        let mut dead = txn.open_table(DEAD).map_err(be)?;
+        for s in list {
+            match s {
+                Settle::Delivered { seq } => {
+                    outbox.remove(*seq).map_err(be)?;
+                }
+                Settle::Retry {
+                    seq,
+                    attempts,
+                    due_ms,
+                    error,
+                } => {
+                    let Some(mut row) = read_row(&outbox, *seq)? else {
+                        continue;
+                    };
+                    row.attempts = *attempts;
+                    row.due_ms = *due_ms;
+                    row.last_error = Some(error.clone());
+                    outbox
+                        .insert(*seq, encode_row(&row).as_slice())
+                        .map_err(be)?;
+                }
+                Settle::Dead {
+                    seq,
+                    attempts,
+                    reason,
+                } => {
+                    let Some(mut row) = read_row(&outbox, *seq)? else {
+                        continue;
+                    };
+                    row.attempts = *attempts;
+                    row.dead_reason = Some(reason.clone());
+                    outbox.remove(*seq).map_err(be)?;
+                    dead.insert(*seq, encode_row(&row).as_slice()).map_err(be)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_row(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<Option<OutboxRow>, StoreError> {
+    match table.get(seq).map_err(be)? {
+        Some(v) => decode_row(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn read_rows(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(be)? {
+        let (_, v) = entry.map_err(be)?;
+        out.push(decode_row(v.value())?);
+    }
+    Ok(out)
+}
+
+impl Backend for RedbBackend {
+    fn apply(&self, ops: &mut [WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
+        let txn = self.db.begin_write().map_err(be)?;
+        let mut results = Vec::with_capacity(ops.len());
+        {
+            let mut meta = txn.open_table(META).map_err(be)?;
+            let mut next_seq = meta.get(KEY_NEXT_SEQ).map_err(be)?.map_or(1, |v| v.value());
+            for op in ops.iter() {
+                results.push(match op {
+                    WriteOp::Poll(c) => {
+                        WriteResult::Rows(Self::apply_poll(&txn, c, &mut next_seq)?)
+                    }
+                    WriteOp::Settle(list) => {
+                        Self::apply_settle(&txn, list)?;
+                        WriteResult::Settled
+                    }
+                });
+            }
+            meta.insert(KEY_NEXT_SEQ, next_seq).map_err(be)?;
+        }
+        txn.commit().map_err(be)?;
+        Ok(results)
+    }
+
+    fn load_source(&self, source: &str) -> Result<SourceSnapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let meta = match txn
+            .open_table(SOURCES)
+            .map_err(be)?
+            .get(source)
+            .map_err(be)?
+        {
+            Some(v) => serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                what: "source",
+                detail: e.to_string(),
+            })?,
+            None => SourceMeta::default(),
+        };
+        let table = txn.open_table(ITEMS).map_err(be)?;
+        let mut items = HashMap::new();
+        for entry in table.range((source, "")..).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (src, key) = k.value();
+            if src != source {
+                break;
+            }
+            items.insert(key.to_owned(), decode_item(v.value())?);
+        }
+        Ok(SourceSnapshot { meta, items })
+    }
+
+    fn item_data(
+        &self,
+        source: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(ITEM_DATA).map_err(be)?;
+        let mut out = HashMap::new();
+        for key in keys {
+            if let Some(v) = table.get((source, *key)).map_err(be)? {
+                out.insert((*key).to_owned(), v.value().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    fn pending(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        read_rows(&txn.open_table(OUTBOX).map_err(be)?)
+    }
+
+    fn dead(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        read_rows(&txn.open_table(DEAD).map_err(be)?)
+    }
+}

@@ -1,0 +1,130 @@
+//! [`Store`]: the async handle the daemon uses, and the single writer thread behind it.
+//!
+//! Design notes: every write is sent to one OS thread, which takes everything queued, applies it
+//! in one transaction with one fsync (group commit), then answers each sender. Many sources
+//! committing at once therefore cost one fsync, not one each, and no transaction ever lives on a
+//! tokio worker or across an `.await`.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use tokio::sync::oneshot;
+
+use super::{Backend, OutboxRow, PollCommit, Settle, StoreError, WriteOp, WriteResult};
+
+/// Most operations folded into one transaction.
+const MAX_BATCH: usize = 4096;
+
+enum Job {
+    Write(WriteOp, oneshot::Sender<Result<WriteResult, StoreError>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the state store: reads go straight to the backend, writes to the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    tx: mpsc::Sender<Job>,
+}
+
+impl Store {
+    /// Starts the writer thread for `backend`.
+    pub fn start(backend: Arc<dyn Backend>) -> Store {
+        let (tx, rx) = mpsc::channel();
+        let writer_backend = backend.clone();
+        thread::Builder::new()
+            .name("pollhook-writer".into())
+            .spawn(move || run_writer(writer_backend, rx))
+            // Spawning a thread fails only when the OS is out of threads; nothing can run then.
+            .expect("cannot spawn the state writer thread");
+        Store { backend, tx }
+    }
+
+    /// Read access to the engine.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Write(op, reply))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Commits a poll's state and events; returns the outbox rows once they are durable.
+    pub async fn commit_poll(&self, commit: PollCommit) -> Result<Vec<OutboxRow>, StoreError> {
+        match self.write(WriteOp::Poll(commit)).await? {
+            WriteResult::Rows(rows) => Ok(rows),
+            WriteResult::Settled => Ok(Vec::new()),
+        }
+    }
+
+    /// Records delivery outcomes.
+    pub async fn settle(&self, outcomes: Vec<Settle>) -> Result<(), StoreError> {
+        self.write(WriteOp::Settle(outcomes)).await.map(|_| ())
+    }
+
+    /// Finishes queued writes and stops the writer thread, so the engine closes its file once
+    /// the last handle is dropped.
+    pub async fn close(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job::Close(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = Vec::new();
+        let mut replies = Vec::new();
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write(op, reply) => {
+                    ops.push(op);
+                    replies.push(reply);
+                }
+                Job::Close(reply) => {
+                    close = Some(reply);
+                    break;
+                }
+            }
+            if ops.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !ops.is_empty() {
+            commit_batch(backend.as_ref(), ops, replies);
+        }
+        if let Some(reply) = close {
+            drop(backend);
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+fn commit_batch(
+    backend: &dyn Backend,
+    mut ops: Vec<WriteOp>,
+    replies: Vec<oneshot::Sender<Result<WriteResult, StoreError>>>,
+) {
+    match backend.apply(&mut ops) {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, ops = replies.len(), "state commit failed; the polls are retried and deliveries stay pending");
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+            }
+        }
+    }
+}
