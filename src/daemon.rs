@@ -72,18 +72,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     drop(ctx);
     tracing::info!(sources = config.sources.len(), destinations = dests.len(), resumed_deliveries = resumed, state = %config.state.display(), "pollhook running");
 
+    let mut dispatch_done = false;
     let died = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
         Some(done) = pollers.join_next() => Some(match done {
             Ok(name) => format!("source {name}"),
             Err(e) => format!("source poller ({e})"),
         }),
-        done = &mut dispatch_task => Some(format!("dispatcher ({})", done.err().map_or("returned".into(), |e| e.to_string()))),
+        done = &mut dispatch_task => {
+            dispatch_done = true;
+            Some(format!("dispatcher ({})", done.err().map_or("returned".into(), |e| e.to_string())))
+        }
     };
+    // A poller that ends because the token was cancelled meanwhile did not die.
+    let died = died.filter(|_| !shutdown.is_cancelled());
     shutdown.cancel();
     while pollers.join_next().await.is_some() {}
     dispatch_stop.cancel();
-    if !dispatch_task.is_finished() || died.is_none() {
+    if !dispatch_done {
         let _ = dispatch_task.await;
     }
     let _ = settle_task.await;

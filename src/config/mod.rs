@@ -70,6 +70,9 @@ pub fn load_str(
 /// The parser's message without its location suffix (the line is reported separately).
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message);
+    if let Some(i) = line.find(", set DuplicateKeyPolicy") {
+        return format!("{}: each name may appear only once", &line[..i]);
+    }
     match line.find(" at line ") {
         Some(i) => line[..i].to_owned(),
         None => line.to_owned(),

@@ -1,0 +1,230 @@
+//! The real binary: sign/verify, preview, demo, failure logging and SIGTERM drain.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::script::{Scripted, r};
+use crate::helpers::upstream::{Reply, Upstream};
+use crate::helpers::{SECRET, binary, simple_yaml};
+
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn header_value(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `sign` prints headers that `verify` accepts; a changed body is rejected with exit 1.
+#[test]
+fn sign_then_verify_round_trip() {
+    let body = br#"{"type":"item.created"}"#;
+    let (code, out) = run_with_stdin(
+        &[
+            "sign",
+            "--secret",
+            SECRET,
+            "--id",
+            "evt_abc",
+            "--timestamp",
+            "1700000000",
+            "--signature",
+            "both",
+        ],
+        body,
+    );
+    assert_eq!(code, 0, "{out}");
+    let sig = header_value(&out, "webhook-signature");
+    let hub = header_value(&out, "x-hub-signature-256");
+    assert!(
+        sig.starts_with("v1,") && hub.starts_with("sha256="),
+        "{out}"
+    );
+    let verify = |sig: &str, body: &[u8]| {
+        run_with_stdin(
+            &[
+                "verify",
+                "--secret",
+                SECRET,
+                "--id",
+                "evt_abc",
+                "--timestamp",
+                "1700000000",
+                "--signature",
+                sig,
+            ],
+            body,
+        )
+        .0
+    };
+    assert_eq!(verify(&sig, body), 0);
+    assert_eq!(verify(&hub, body), 0);
+    assert_eq!(verify(&sig, b"{}"), 1);
+    assert_eq!(verify(&hub, b"{}"), 1);
+}
+
+/// `preview` fetches once and prints key, version and hash per item, touching no state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_prints_extracted_items() {
+    let up = Upstream::start(&json!([{"id":1,"u":"a"},{"id":2,"u":"b"}]).to_string()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.yaml");
+    std::fs::write(
+        &path,
+        simple_yaml(&up.url, "http://127.0.0.1:9", "    version: /u\n"),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["preview", "things", "-c"])
+        .arg(&path)
+        .env("SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["key"], "1");
+    assert_eq!(lines[1]["version"], "b");
+    assert_eq!(lines[0]["hash"].as_str().unwrap().len(), 64);
+    assert!(
+        !dir.path().join("state.redb").exists(),
+        "preview must not create state"
+    );
+}
+
+/// `demo` needs nothing but loopback: events arrive and every signature verifies.
+#[test]
+fn demo_delivers_verified_events() {
+    let out = Command::new(binary())
+        .args(["demo", "--for", "4s", "--change-every", "400ms"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = stdout
+        .lines()
+        .filter(|l| l.starts_with("✓ verified"))
+        .count();
+    assert!(
+        verified >= 7,
+        "expected the 5 initial items and some changes, got:\n{stdout}"
+    );
+    assert!(stdout.contains("item.updated"), "{stdout}");
+    assert!(!stdout.contains("INVALID"), "{stdout}");
+}
+
+/// A failing poll is logged with the source name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_failures_are_logged_with_the_source() {
+    let up = Upstream::start("[]").await;
+    up.set(Reply::Status(502));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.yaml");
+    std::fs::write(&path, simple_yaml(&up.url, "http://127.0.0.1:9", "")).unwrap();
+    let mut child = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("SECRET", SECRET)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let found = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("poll failed") && l.contains("things") && l.contains("502"))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), found)
+        .await
+        .expect("log line within 10 s")
+        .unwrap();
+    assert!(line.is_some());
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// SIGTERM with a delivery in flight: exit within 10 s, the event stays pending, and the next
+/// run delivers it with the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_restart_delivers_pending() {
+    let up = Upstream::start(&json!([{"id":1}]).to_string()).await;
+    let rx = Scripted::start(vec![r(204).delay(Duration::from_secs(60))], r(204)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.yaml");
+    let yaml = simple_yaml(&up.url, &rx.uri(), "    on_first_poll: emit\n").replace(
+        "    retry: [200ms, 200ms, 200ms]\n",
+        "    timeout: 60s\n    retry: [100ms]\n",
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let start = || {
+        Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("SECRET", SECRET)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    rx.wait_hits(1, Duration::from_secs(10)).await;
+    let t0 = Instant::now();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop");
+    let mut child = start();
+    rx.wait_hits(2, Duration::from_secs(10)).await;
+    let hits = rx.hits();
+    assert_eq!(hits[0].id, hits[1].id);
+    assert_eq!(hits[0].raw, hits[1].raw);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}

@@ -1,0 +1,244 @@
+//! `pollhook check` on a corpus of broken configs: exit 2, the message names the path, no panic.
+//! Every example config in the repository must pass.
+
+use std::process::Command;
+
+use crate::helpers::binary;
+
+const VALID: &str = "state: ./state.redb
+destinations:
+  agent:
+    url: http://127.0.0.1:8080/hook
+    secret: ${SECRET}
+sources:
+  issues:
+    url: http://127.0.0.1:9000/issues
+    every: 60s
+    key: /id
+    to: [agent]
+";
+
+/// Runs `pollhook check` on `yaml` and returns (exit code, stderr + stdout).
+fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(["check", "-c"]).arg(&path).env_remove("SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pollhook check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!text.contains("panicked"), "pollhook panicked:\n{text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const SECRET: (&str, &str) = ("SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+
+fn assert_rejected(yaml: &str, env: &[(&str, &str)], must_contain: &[&str]) {
+    let (code, text) = check(yaml, env);
+    assert_eq!(code, 2, "expected exit 2, got {code}:\n{text}");
+    for needle in must_contain {
+        assert!(text.contains(needle), "message lacks {needle:?}:\n{text}");
+    }
+}
+
+/// The baseline config is valid.
+#[test]
+fn valid_config_passes() {
+    let (code, text) = check(VALID, &[SECRET]);
+    assert_eq!(code, 0, "{text}");
+}
+
+/// An unknown key is named with its path and line.
+#[test]
+fn unknown_key_is_rejected() {
+    assert_rejected(
+        &VALID.replace("    every: 60s\n", "    every: 60s\n    evry: 5s\n"),
+        &[SECRET],
+        &["sources.issues.evry", "line 10", "unknown field"],
+    );
+}
+
+/// A bad duration names the key and gives an example.
+#[test]
+fn bad_duration_is_rejected() {
+    assert_rejected(
+        &VALID.replace("every: 60s", "every: sixty"),
+        &[SECRET],
+        &["sources.issues.every", "line 9", "\"sixty\"", "e.g. 30s"],
+    );
+}
+
+/// A bad cron expression names the key; the year field is refused.
+#[test]
+fn bad_cron_is_rejected() {
+    assert_rejected(
+        &VALID.replace("every: 60s", "cron: \"0 9 * * 1 2027\""),
+        &[SECRET],
+        &["sources.issues.cron", "5-field"],
+    );
+    assert_rejected(
+        &VALID.replace("every: 60s", "cron: \"99 * * * *\""),
+        &[SECRET],
+        &["sources.issues.cron"],
+    );
+}
+
+/// A missing environment variable is named.
+#[test]
+fn missing_env_var_is_rejected() {
+    assert_rejected(
+        VALID,
+        &[],
+        &["destinations.agent.secret", "SECRET is not set"],
+    );
+}
+
+/// `to:` must name a configured destination.
+#[test]
+fn unknown_destination_is_rejected() {
+    assert_rejected(
+        &VALID.replace("to: [agent]", "to: [agnet]"),
+        &[SECRET],
+        &["sources.issues.to", "\"agnet\"", "known: [agent]"],
+    );
+}
+
+/// Two sources with one name are refused by the parser with the line.
+#[test]
+fn duplicate_source_name_is_rejected() {
+    let dup = format!(
+        "{VALID}  issues:\n    url: http://127.0.0.1:9000/x\n    every: 5s\n    key: /id\n    to: [agent]\n"
+    );
+    assert_rejected(&dup, &[SECRET], &["sources.issues", "line 12", "duplicate"]);
+}
+
+/// An invalid URL names the key.
+#[test]
+fn invalid_url_is_rejected() {
+    assert_rejected(
+        &VALID.replace("http://127.0.0.1:9000/issues", "not a url"),
+        &[SECRET],
+        &["sources.issues.url", "line 8", "http or https URL"],
+    );
+}
+
+/// A YAML syntax error gives the line.
+#[test]
+fn yaml_syntax_error_is_rejected() {
+    assert_rejected(
+        &VALID.replace("    key: /id\n", "    key: [/id\n"),
+        &[SECRET],
+        &["line"],
+    );
+}
+
+/// A value of the wrong type names the key.
+#[test]
+fn wrong_type_is_rejected() {
+    assert_rejected(
+        &VALID.replace(
+            "    to: [agent]\n",
+            "    to: [agent]\n    include: yes-please\n",
+        ),
+        &[SECRET],
+        &["sources.issues.include", "line 12"],
+    );
+}
+
+/// Every problem is reported at once, not just the first.
+#[test]
+fn all_problems_are_reported_together() {
+    let yaml = VALID
+        .replace("every: 60s", "every: sixty")
+        .replace("to: [agent]", "to: [nobody]")
+        .replace("http://127.0.0.1:8080/hook", "ftp://x");
+    assert_rejected(
+        &yaml,
+        &[SECRET],
+        &[
+            "3 problem(s)",
+            "sources.issues.every",
+            "sources.issues.to",
+            "destinations.agent.url",
+        ],
+    );
+}
+
+/// Keys whose behaviour is not built yet are refused as "not supported yet", never ignored.
+#[test]
+fn unsupported_keys_are_rejected_not_ignored() {
+    for (line, path) in [
+        ("    rate: 30/1m\n", "sources.issues.rate"),
+        ("    paginate: { link: next }\n", "sources.issues.paginate"),
+        ("    max_pages: 5\n", "sources.issues.max_pages"),
+    ] {
+        assert_rejected(
+            &VALID.replace("    key: /id\n", &format!("    key: /id\n{line}")),
+            &[SECRET],
+            &[path, "not supported yet"],
+        );
+    }
+    let hosts = format!("hosts:\n  api.github.com:\n    rate: 5000/1h\n{VALID}");
+    assert_rejected(&hosts, &[SECRET], &["hosts", "not supported yet"]);
+    let admin = format!("admin:\n  listen: 127.0.0.1:9464\n{VALID}");
+    assert_rejected(&admin, &[SECRET], &["admin", "not supported yet"]);
+}
+
+/// A secret's value never appears in check output, even when it is wrong.
+#[test]
+fn secrets_never_appear_in_check_output() {
+    let secret = "whsec_not-base64-but-very-secret!!";
+    let (code, text) = check(VALID, &[("SECRET", secret)]);
+    assert_eq!(code, 2);
+    assert!(text.contains("destinations.agent.secret"), "{text}");
+    assert!(!text.contains("very-secret"), "secret leaked:\n{text}");
+}
+
+/// A value's content never changes the YAML structure: a secret with `: `, `#` and a newline
+/// stays one string.
+#[test]
+fn env_values_cannot_change_structure() {
+    let yaml = VALID.replace(
+        "secret: ${SECRET}",
+        "secret: ${SECRET}\n    signature: github",
+    );
+    let (code, text) = check(&yaml, &[("SECRET", "a: b # c\nsources: {}")]);
+    assert_eq!(code, 0, "{text}");
+}
+
+/// Every example config and the reference bridge.yaml validate.
+#[test]
+fn repository_examples_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("bridge.yaml")];
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples/") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    assert!(
+        files.len() >= 4,
+        "expected the reference config and several examples"
+    );
+    let env = |name: &str| {
+        Some(if name.contains("SECRET") {
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()
+        } else {
+            format!("test-{name}")
+        })
+    };
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if let Err(e) = pollhook::config::load_str(&text, &file, &env) {
+            panic!("{} is invalid: {e}", file.display());
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Shared test helpers: bounded waits, an in-process daemon on a temp dir, a recording receiver,
+//! a scriptable upstream, and the real binary.
+
+#![allow(dead_code)]
+
+pub mod script;
+pub mod upstream;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pollhook::config::{self, Config};
+use pollhook::store::{Backend, OutboxRow, RedbBackend};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+/// A Standard Webhooks secret used by every test.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Waits until `cond` holds, checking every 20 ms, failing the test after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parses config text with `${SECRET}` available, anchored in `dir`.
+pub fn config_in(dir: &Path, yaml: &str) -> Config {
+    let env = |name: &str| (name == "SECRET").then(|| SECRET.to_owned());
+    config::load_str(yaml, &dir.join("bridge.yaml"), &env)
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"))
+}
+
+/// A daemon running in this process.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    token: CancellationToken,
+    handle: Option<JoinHandle<Result<(), pollhook::daemon::DaemonError>>>,
+}
+
+impl Daemon {
+    /// Starts a daemon with `yaml` in a fresh temp dir.
+    pub fn start(yaml: &str) -> Daemon {
+        Daemon::start_in(tempfile::tempdir().expect("temp dir"), yaml)
+    }
+
+    /// Starts a daemon with `yaml` in `dir` (keeps state across restarts).
+    pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
+        let config = config_in(dir.path(), yaml);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(pollhook::daemon::run(config, token.clone()));
+        Daemon {
+            dir,
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops it (drain included) and returns its temp dir for inspection or a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.token.cancel();
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("daemon stops within 15 s")
+            .expect("daemon task joins")
+            .expect("daemon exits cleanly");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, tmp)
+    }
+}
+
+/// Pending outbox rows and dead letters of a stopped daemon's state file.
+pub fn stored_rows(dir: &Path) -> (Vec<OutboxRow>, Vec<OutboxRow>) {
+    let backend = RedbBackend::open(&dir.join("state.redb")).expect("open state");
+    (
+        backend.pending().expect("pending"),
+        backend.dead().expect("dead"),
+    )
+}
+
+/// A wiremock receiver that answers every POST with `status`.
+pub async fn receiver(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// POSTs a server received, as parsed JSON bodies.
+pub async fn events(server: &MockServer) -> Vec<Value> {
+    posts(server)
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("event body is JSON"))
+        .collect()
+}
+
+/// POST requests a server received.
+pub async fn posts(server: &MockServer) -> Vec<Request> {
+    let all = server.received_requests().await.unwrap_or_default();
+    all.into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .collect()
+}
+
+/// GET requests a server received.
+pub async fn gets(server: &MockServer) -> usize {
+    let all = server.received_requests().await.unwrap_or_default();
+    all.iter().filter(|r| r.method.as_str() == "GET").count()
+}
+
+/// A header of a request as a string.
+pub fn header(r: &Request, name: &str) -> String {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The real `pollhook` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pollhook"))
+}
+
+/// A source+destination config polling `upstream` every 100 ms, with extra source lines.
+pub fn simple_yaml(upstream: &str, receiver: &str, extra_source: &str) -> String {
+    format!(
+        "state: ./state.redb
+destinations:
+  agent:
+    url: {receiver}/hook
+    secret: ${{SECRET}}
+    retry: [200ms, 200ms, 200ms]
+sources:
+  things:
+    url: {upstream}/things
+    every: 100ms
+    jitter: 0%
+    key: /id
+    to: [agent]
+{extra_source}"
+    )
+}

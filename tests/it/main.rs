@@ -1,0 +1,11 @@
+//! pollhook's integration tests: one binary, a file per behaviour.
+
+mod helpers;
+
+mod cli;
+mod config_errors;
+mod delivery;
+mod detection;
+mod durability;
+mod fetch_failures;
+mod ordering;
