@@ -1,1 +1,143 @@
-fn main() {}
+//! Criterion benches of the hot paths: extract + diff, the unchanged-body check, and signing.
+//! Run with `cargo bench --bench hot_paths`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pollhook::delivery::signing::standard_signature;
+use pollhook::diff::{ItemState, diff};
+use pollhook::extract::{ExtractSpec, Item, Mode, Pointer, RawIndex, extract_with};
+use pollhook::poller::process::body_fingerprint;
+use serde_json::{Value, json};
+
+fn spec(version: bool) -> ExtractSpec {
+    ExtractSpec {
+        mode: Mode::Items,
+        items: Pointer::parse("/items").unwrap(),
+        key: Pointer::parse("/id").unwrap(),
+        version: version.then(|| Pointer::parse("/updated_at").unwrap()),
+        ignore: vec![Pointer::parse("/reactions").unwrap()],
+    }
+}
+
+/// A GitHub-issue-like item of about 300 bytes.
+fn item(id: usize, rev: usize) -> Value {
+    json!({
+        "id": id, "number": id, "title": format!("Issue number {id} about something"),
+        "state": if rev.is_multiple_of(2) { "open" } else { "closed" },
+        "labels": [{"name": "bug"}, {"name": "p2"}], "assignee": {"login": "someone", "id": 42},
+        "reactions": {"+1": id % 7, "heart": 0}, "comments": id % 13,
+        "updated_at": format!("2026-11-22T13:{:02}:{:02}Z", rev % 60, id % 60),
+        "body": "Steps to reproduce: run the thing, observe the other thing."
+    })
+}
+
+fn body(n: usize, changed_every: usize) -> Vec<u8> {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            item(
+                i,
+                usize::from(changed_every > 0 && i.is_multiple_of(changed_every)),
+            )
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "items": items })).unwrap()
+}
+
+/// Stored state and raw-bytes index after a successful poll of `body`.
+fn baseline(spec: &ExtractSpec, body: &[u8]) -> (HashMap<String, ItemState>, RawIndex) {
+    let ex = extract_with(spec, body, &RawIndex::default()).unwrap();
+    let d = diff(&HashMap::new(), &ex.items, 0, Vec::new, &|i: &Item| {
+        spec.hash(&i.data)
+    });
+    let mut index = RawIndex::default();
+    for (h, item) in ex.raw.iter().zip(&ex.items) {
+        index.record(&item.key, *h);
+    }
+    (
+        d.changes.into_iter().map(|c| (c.key, c.state)).collect(),
+        index,
+    )
+}
+
+/// What a poll does with a body: extract (skipping items whose bytes are known) and diff.
+fn poll_path(
+    spec: &ExtractSpec,
+    state: &HashMap<String, ItemState>,
+    index: &RawIndex,
+    body: &[u8],
+) -> usize {
+    let ex = extract_with(spec, body, index).unwrap();
+    let hash = |i: &Item| spec.hash(&i.data);
+    diff(
+        state,
+        &ex.items,
+        ex.known.len(),
+        || ex.known_keys(index),
+        &hash,
+    )
+    .changes
+    .len()
+}
+
+fn extract_and_diff(c: &mut Criterion) {
+    let before = body(10_000, 0);
+    let after = body(10_000, 100); // 1% of items changed
+    let mut g = c.benchmark_group("extract_diff_10k_items_1pct_changed");
+    g.throughput(Throughput::Bytes(after.len() as u64));
+    let s = spec(false);
+    let (state, known) = baseline(&s, &before);
+    g.bench_function("steady_state", |b| {
+        b.iter(|| assert_eq!(poll_path(&s, &state, &known, black_box(&after)), 100))
+    });
+    let none = RawIndex::default();
+    g.bench_function("cold_hash_every_item", |b| {
+        b.iter(|| assert_eq!(poll_path(&s, &state, &none, black_box(&after)), 100))
+    });
+    let sv = spec(true);
+    let (state_v, _) = baseline(&sv, &before);
+    g.bench_function("cold_version_fast_path", |b| {
+        b.iter(|| assert_eq!(poll_path(&sv, &state_v, &none, black_box(&after)), 100))
+    });
+    g.finish();
+}
+
+fn unchanged_body(c: &mut Criterion) {
+    // About 1 MiB: 3,300 items of ~320 bytes.
+    let body = body(3_300, 0);
+    let s = spec(false);
+    let (state, known) = baseline(&s, &body);
+    let last = body_fingerprint("settings", &body);
+    let mut g = c.benchmark_group("unchanged_1mib_body");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("fingerprint_check", |b| {
+        b.iter(|| body_fingerprint("settings", black_box(&body)) == last)
+    });
+    g.bench_function("steady_state_extract_and_diff", |b| {
+        b.iter(|| assert_eq!(poll_path(&s, &state, &known, black_box(&body)), 0))
+    });
+    g.finish();
+    eprintln!("unchanged body size: {} bytes", body.len());
+}
+
+fn signing(c: &mut Criterion) {
+    let key = pollhook::config::standard_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let payload = vec![b'x'; 1024];
+    let mut g = c.benchmark_group("sign_1kib_event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("standard_webhooks", |b| {
+        b.iter(|| {
+            standard_signature(
+                &key,
+                "evt_abcdefghijklmnopqrstuvwxyz",
+                1_700_000_000,
+                black_box(&payload),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, extract_and_diff, unchanged_body, signing);
+criterion_main!(benches);

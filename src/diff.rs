@@ -62,73 +62,113 @@ impl Diff {
     }
 }
 
-/// Compares `items` (a complete snapshot) with `stored`. `hash` computes an item's content hash;
-/// it is skipped when a `version` is present and equal to the stored one.
-pub fn diff(
+/// Compares a complete snapshot with `stored`. `items` are the parsed items; `unchanged` more
+/// items are known unchanged without parsing (their keys, live in `stored`, come from
+/// `unchanged_keys`, which is only called when a deletion is possible). `hash` computes an item's
+/// content hash; it is skipped when a `version` is present and equal to the stored one.
+pub fn diff<'a, I>(
     stored: &HashMap<String, ItemState>,
-    items: &[Item],
+    items: &'a [Item],
+    unchanged: usize,
+    unchanged_keys: impl FnOnce() -> I,
     hash: &dyn Fn(&Item) -> ContentHash,
-) -> Diff {
+) -> Diff
+where
+    I: IntoIterator<Item = &'a str>,
+{
     let mut out = Diff::default();
     for (index, item) in items.iter().enumerate() {
-        let Some(old) = stored.get(&item.key) else {
-            out.changes.push(created(item, index, 1, hash(item)));
-            continue;
-        };
-        if old.deleted {
-            out.changes
-                .push(created(item, index, old.revision + 1, hash(item)));
-            continue;
+        if let Some(change) = compare(stored.get(&item.key), item, index, hash, &mut out.silent) {
+            out.changes.push(change);
         }
-        if item.version.is_some() && item.version == old.version {
-            continue;
-        }
-        let new_hash = hash(item);
-        if new_hash == old.hash {
-            if item.version != old.version {
-                out.silent.push((
-                    index,
-                    ItemState {
-                        version: item.version.clone(),
-                        ..old.clone()
-                    },
-                ));
-            }
-            continue;
-        }
-        let state = ItemState {
-            revision: old.revision + 1,
-            hash: new_hash,
-            version: item.version.clone(),
-            deleted: false,
-        };
-        out.changes.push(Change {
-            kind: ChangeKind::Updated,
-            key: item.key.clone(),
-            state,
-            index: Some(index),
-        });
     }
-    let present: HashSet<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    // Every key of the snapshot is distinct; those not created are live in `stored`. When they
+    // number as many as the live stored items, nothing was deleted and no key set is needed.
+    let created = out
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Created)
+        .count();
+    let present_live = unchanged + items.len() - created;
+    let live = stored.values().filter(|s| !s.deleted).count();
+    if live != present_live {
+        out.changes
+            .extend(deletions(stored, items, unchanged_keys()));
+    }
+    out
+}
+
+/// The change (if any) of one parsed item; a new version with equal content is recorded as a
+/// silent update.
+fn compare(
+    old: Option<&ItemState>,
+    item: &Item,
+    index: usize,
+    hash: &dyn Fn(&Item) -> ContentHash,
+    silent: &mut Vec<(usize, ItemState)>,
+) -> Option<Change> {
+    let Some(old) = old.filter(|o| !o.deleted) else {
+        let revision = old.map_or(1, |o| o.revision + 1);
+        return Some(created(item, index, revision, hash(item)));
+    };
+    if item.version.is_some() && item.version == old.version {
+        return None;
+    }
+    let new_hash = hash(item);
+    if new_hash == old.hash {
+        if item.version != old.version {
+            silent.push((
+                index,
+                ItemState {
+                    version: item.version.clone(),
+                    ..old.clone()
+                },
+            ));
+        }
+        return None;
+    }
+    let state = ItemState {
+        revision: old.revision + 1,
+        hash: new_hash,
+        version: item.version.clone(),
+        deleted: false,
+    };
+    Some(Change {
+        kind: ChangeKind::Updated,
+        key: item.key.clone(),
+        state,
+        index: Some(index),
+    })
+}
+
+/// Live stored items absent from the snapshot, in key order.
+fn deletions<'a>(
+    stored: &HashMap<String, ItemState>,
+    items: &'a [Item],
+    unchanged: impl IntoIterator<Item = &'a str>,
+) -> Vec<Change> {
+    let mut present: HashSet<&str> = unchanged.into_iter().collect();
+    present.extend(items.iter().map(|i| i.key.as_str()));
     let mut gone: Vec<(&String, &ItemState)> = stored
         .iter()
         .filter(|(k, s)| !s.deleted && !present.contains(k.as_str()))
         .collect();
     gone.sort_by(|a, b| a.0.cmp(b.0));
-    for (key, old) in gone {
-        let state = ItemState {
-            revision: old.revision + 1,
-            deleted: true,
-            ..old.clone()
-        };
-        out.changes.push(Change {
-            kind: ChangeKind::Deleted,
-            key: key.clone(),
-            state,
-            index: None,
-        });
-    }
-    out
+    gone.into_iter()
+        .map(|(key, old)| {
+            let state = ItemState {
+                revision: old.revision + 1,
+                deleted: true,
+                ..old.clone()
+            };
+            Change {
+                kind: ChangeKind::Deleted,
+                key: key.clone(),
+                state,
+                index: None,
+            }
+        })
+        .collect()
 }
 
 fn created(item: &Item, index: usize, revision: u64, hash: ContentHash) -> Change {
@@ -169,7 +209,7 @@ mod tests {
     }
 
     fn state_of(items: &[Item]) -> HashMap<String, ItemState> {
-        let d = diff(&HashMap::new(), items, &h);
+        let d = diff(&HashMap::new(), items, 0, Vec::new, &h);
         d.changes.into_iter().map(|c| (c.key, c.state)).collect()
     }
 
@@ -180,7 +220,7 @@ mod tests {
             item("2", None, json!({"a":2})),
         ];
         let stored = state_of(&items);
-        assert!(diff(&stored, &items, &h).is_empty());
+        assert!(diff(&stored, &items, 0, Vec::new, &h).is_empty());
     }
 
     #[test]
@@ -194,7 +234,7 @@ mod tests {
             item("1", None, json!({"a":9})),
             item("3", None, json!({"a":3})),
         ];
-        let d = diff(&stored, &after, &h);
+        let d = diff(&stored, &after, 0, Vec::new, &h);
         let kinds: Vec<_> = d
             .changes
             .iter()
@@ -211,11 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn unchanged_keys_are_present_not_deleted() {
+        let stored = state_of(&[
+            item("1", None, json!({"a":1})),
+            item("2", None, json!({"a":2})),
+        ]);
+        let d = diff(&stored, &[item("2", None, json!({"a":3}))], 1, || ["1"], &h);
+        assert_eq!(d.changes.len(), 1);
+        assert_eq!(d.changes[0].kind, ChangeKind::Updated);
+    }
+
+    #[test]
     fn recreated_item_gets_a_new_revision() {
         let mut stored = state_of(&[item("1", None, json!({"a":1}))]);
         stored.get_mut("1").unwrap().deleted = true;
         stored.get_mut("1").unwrap().revision = 2;
-        let d = diff(&stored, &[item("1", None, json!({"a":1}))], &h);
+        let d = diff(&stored, &[item("1", None, json!({"a":1}))], 0, Vec::new, &h);
         assert_eq!(d.changes[0].kind, ChangeKind::Created);
         assert_eq!(d.changes[0].state.revision, 3);
     }
@@ -224,8 +275,23 @@ mod tests {
     fn equal_version_skips_hashing_and_new_version_same_hash_is_silent() {
         let stored = state_of(&[item("1", Some("v1"), json!({"a":1}))]);
         let never = |_: &Item| -> ContentHash { panic!("hash must not be computed") };
-        assert!(diff(&stored, &[item("1", Some("v1"), json!({"a":2}))], &never).is_empty());
-        let d = diff(&stored, &[item("1", Some("v2"), json!({"a":1}))], &h);
+        assert!(
+            diff(
+                &stored,
+                &[item("1", Some("v1"), json!({"a":2}))],
+                0,
+                Vec::new,
+                &never
+            )
+            .is_empty()
+        );
+        let d = diff(
+            &stored,
+            &[item("1", Some("v2"), json!({"a":1}))],
+            0,
+            Vec::new,
+            &h,
+        );
         assert!(d.changes.is_empty());
         assert_eq!(d.silent[0].1.version.as_deref(), Some("v2"));
     }

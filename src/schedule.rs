@@ -53,11 +53,18 @@ pub fn parse_cron(expr: &str) -> Result<Schedule, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Largest start-up phase offset of an `every` source.
+pub const MAX_PHASE: Duration = Duration::from_secs(30);
+
 impl Schedule {
-    /// The first fire at or after `now`.
-    pub fn first(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    /// The first fire at or after `now` for the source named `name`. `every` sources start at a
+    /// stable per-name offset within min(interval, 30 s), as Prometheus spreads its scrapes, so
+    /// that many sources with one interval do not all fire in the same instant after a restart.
+    pub fn first(&self, name: &str, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Schedule::Every(_) => now,
+            Schedule::Every(interval) => {
+                now + chrono::Duration::from_std(phase(name, *interval)).unwrap_or_default()
+            }
             Schedule::Cron { cron, .. } => next_cron(cron, now),
         }
     }
@@ -100,6 +107,16 @@ fn next_cron(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(after + chrono::Duration::days(1))
 }
 
+/// The stable start-up offset of source `name`: a hash of the name, modulo
+/// min(`interval`, [`MAX_PHASE`]).
+pub fn phase(name: &str, interval: Duration) -> Duration {
+    let span = interval.min(MAX_PHASE).as_millis().max(1) as u64;
+    let digest = blake3::hash(name.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest.as_bytes()[..8]);
+    Duration::from_millis(u64::from_le_bytes(head) % span)
+}
+
 /// The random delay added to a fire: `unit` (uniform in [0, 1)) × `fraction` × `interval`.
 pub fn jitter(interval: Duration, fraction: f64, unit: f64) -> Duration {
     interval.mul_f64((fraction * unit).clamp(0.0, 1.0))
@@ -125,14 +142,14 @@ mod tests {
     fn five_field_monday_fires_on_monday_not_sunday() {
         let cron = parse_cron("0 9 * * 1").unwrap();
         let sunday = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
-        let next = cron.first(sunday);
+        let next = cron.first("s", sunday);
         assert_eq!(next, at(9, 0, 0));
     }
 
     #[test]
     fn six_field_has_seconds_and_year_is_rejected() {
         let cron = parse_cron("*/10 * * * * *").unwrap();
-        assert_eq!(cron.first(at(10, 0, 1)), at(10, 0, 10));
+        assert_eq!(cron.first("s", at(10, 0, 1)), at(10, 0, 10));
         assert!(parse_cron("0 0 9 * * 1 2027").is_err());
         assert!(parse_cron("0 9 * *").is_err());
         assert!(parse_cron("61 * * * *").is_err());
@@ -143,7 +160,7 @@ mod tests {
         // The 1st of the month OR a Monday: from Sunday 22 Nov, Monday 23 Nov comes first.
         let cron = parse_cron("0 0 1 * 1").unwrap();
         let sunday = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
-        assert_eq!(cron.first(sunday), at(0, 0, 0));
+        assert_eq!(cron.first("s", sunday), at(0, 0, 0));
     }
 
     #[test]
@@ -151,6 +168,18 @@ mod tests {
         let every = Schedule::Every(Duration::from_secs(60));
         assert_eq!(every.next_after(at(10, 0, 0), at(10, 0, 5)), at(10, 1, 0));
         assert_eq!(every.next_after(at(10, 0, 0), at(10, 3, 30)), at(10, 4, 0));
+    }
+
+    #[test]
+    fn phase_is_stable_and_bounded() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(phase("a", hour), phase("a", hour));
+        assert!(phase("a", hour) < MAX_PHASE);
+        assert!(phase("b", Duration::from_millis(100)) < Duration::from_millis(100));
+        let spread: std::collections::HashSet<_> = (0..100)
+            .map(|i| phase(&format!("s{i}"), Duration::from_secs(1)))
+            .collect();
+        assert!(spread.len() > 50, "phases spread over the interval");
     }
 
     #[test]

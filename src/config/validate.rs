@@ -274,7 +274,11 @@ fn headers(
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(&text),
         ) {
-            (Ok(n), Ok(v)) => out.push((n, v)),
+            (Ok(n), Ok(mut v)) => {
+                // Configured headers often carry credentials: keep them out of Debug output.
+                v.set_sensitive(true);
+                out.push((n, v));
+            }
             _ => {
                 ck.problem(
                     &hpath,

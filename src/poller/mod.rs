@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Source;
 use crate::delivery::RowSender;
-use crate::extract::ExtractError;
+use crate::extract::{ExtractError, RawIndex};
 use crate::schedule::{failure_backoff, jitter};
 use crate::store::{SourceSnapshot, Store, StoreError};
 pub use fetch::{FetchError, client, fetch, install_crypto};
 use process::{
     body_fingerprint, build_commit, extract_and_diff, previous_keys, settings_fingerprint,
+    update_index,
 };
 
 /// Why one poll failed. State is untouched and no event is emitted in every case.
@@ -62,7 +63,10 @@ pub struct PollContext {
 pub struct Poller {
     source: Arc<Source>,
     snapshot: SourceSnapshot,
+    /// Fingerprint of the last body processed successfully.
     last_body: Option<blake3::Hash>,
+    /// Which item bytes stand for the stored content (see `extract::RawIndex`).
+    known: RawIndex,
 }
 
 impl Poller {
@@ -73,6 +77,7 @@ impl Poller {
             source,
             snapshot,
             last_body: None,
+            known: RawIndex::default(),
         })
     }
 
@@ -85,16 +90,19 @@ impl Poller {
         }
         let source = self.source.clone();
         let snapshot = std::mem::take(&mut self.snapshot);
-        let (snapshot, extracted) = tokio::task::spawn_blocking(move || {
-            let ex = extract_and_diff(&source, &snapshot.meta, &snapshot.items, &body);
-            (snapshot, ex)
+        let known = std::mem::take(&mut self.known);
+        let (snapshot, known, extracted) = tokio::task::spawn_blocking(move || {
+            let ex = extract_and_diff(&source, &snapshot.meta, &snapshot.items, &known, &body);
+            (snapshot, known, ex)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("extraction task failed: {e}")))?;
         self.snapshot = snapshot;
+        self.known = known;
         let ex = extracted?;
         if ex.diff.is_empty() && !ex.baseline {
             self.last_body = Some(fingerprint);
+            update_index(&mut self.known, &ex);
             return Ok(PollOutcome::Unchanged);
         }
         let previous = ctx
@@ -104,13 +112,13 @@ impl Poller {
         let commit = build_commit(&self.source, &ex, &previous, Utc::now())?;
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         let rows = ctx.store.commit_poll(commit).await?;
+        update_index(&mut self.known, &ex);
         for change in ex.diff.changes {
             self.snapshot.items.insert(change.key, change.state);
         }
         for (index, state) in ex.diff.silent {
-            self.snapshot
-                .items
-                .insert(ex.items[index].key.clone(), state);
+            let key = ex.extraction.items[index].key.clone();
+            self.snapshot.items.insert(key, state);
         }
         self.snapshot.meta = meta;
         self.last_body = Some(fingerprint);
@@ -123,7 +131,7 @@ impl Poller {
     /// Polls on the source's schedule until `shutdown`.
     pub async fn run(mut self, ctx: Arc<PollContext>, shutdown: CancellationToken) {
         let schedule = self.source.schedule.clone();
-        let mut base = schedule.first(Utc::now());
+        let mut base = schedule.first(&self.source.name, Utc::now());
         let mut failures = 0u32;
         loop {
             let fire = base

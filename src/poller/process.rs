@@ -11,13 +11,13 @@ use serde_json::Value;
 use crate::config::{EmitSet, FirstPoll, Source};
 use crate::diff::{ChangeKind, Diff, ItemState, diff};
 use crate::event::{EventType, Payload, changes, event_id, timestamp};
-use crate::extract::{ExtractError, Item, Mode, extract};
+use crate::extract::{ExtractError, Extraction, Item, Mode, RawIndex, extract_with};
 use crate::store::{ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
 
 /// Extraction result for one body.
 pub struct Extracted {
-    /// Items from the body.
-    pub items: Vec<Item>,
+    /// Items from the body (parsed ones, and those recognised by raw bytes).
+    pub extraction: Extraction,
     /// Their diff against the stored state.
     pub diff: Diff,
     /// True when this poll only records a baseline (first poll, or changed extraction settings).
@@ -39,23 +39,49 @@ pub fn body_fingerprint(settings: &str, body: &[u8]) -> blake3::Hash {
     h.finalize()
 }
 
-/// Parses `body` and diffs it against `stored`.
+/// Parses `body` and diffs it against `stored`; items whose bytes `index` knows are unchanged
+/// and not parsed.
 pub fn extract_and_diff(
     source: &Source,
     meta: &SourceMeta,
     stored: &HashMap<String, ItemState>,
+    index: &RawIndex,
     body: &[u8],
 ) -> Result<Extracted, ExtractError> {
-    let items = extract(&source.extract, body)?;
+    let extraction = extract_with(&source.extract, body, index)?;
     let settings = settings_fingerprint(source);
     let baseline = !meta.initialized || meta.fingerprint.as_deref() != Some(settings.as_str());
     let spec = &source.extract;
-    let diff = diff(stored, &items, &|item: &Item| spec.hash(&item.data));
+    let known = extraction.known.len();
+    let hash = |item: &Item| spec.hash(&item.data);
+    let diff = diff(
+        stored,
+        &extraction.items,
+        known,
+        || extraction.known_keys(index),
+        &hash,
+    );
     Ok(Extracted {
-        items,
+        extraction,
         diff,
         baseline,
     })
+}
+
+/// After a successful poll: parsed items' bytes now stand for their stored content; deleted
+/// items are forgotten.
+pub fn update_index(index: &mut RawIndex, ex: &Extracted) {
+    for (hash, item) in ex.extraction.raw.iter().zip(&ex.extraction.items) {
+        index.record(&item.key, *hash);
+    }
+    for change in ex
+        .diff
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Deleted)
+    {
+        index.forget(&change.key);
+    }
 }
 
 fn wanted(kind: ChangeKind, emit: &EmitSet) -> bool {
@@ -105,7 +131,7 @@ pub fn build_commit(
     let mut events = Vec::new();
     let ts = timestamp(now);
     for change in &ex.diff.changes {
-        let data = change.index.map(|i| &ex.items[i].data);
+        let data = change.index.map(|i| &ex.extraction.items[i].data);
         items.push(ItemWrite {
             key: change.key.clone(),
             state: change.state.clone(),
@@ -156,7 +182,7 @@ pub fn build_commit(
         });
     }
     for (index, state) in &ex.diff.silent {
-        let item = &ex.items[*index];
+        let item = &ex.extraction.items[*index];
         items.push(ItemWrite {
             key: item.key.clone(),
             state: state.clone(),

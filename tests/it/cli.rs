@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::helpers::script::{Scripted, r};
 use crate::helpers::upstream::{Reply, Upstream};
-use crate::helpers::{SECRET, binary, simple_yaml};
+use crate::helpers::{SECRET, binary, simple_yaml, terminate};
 
 fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String) {
     let mut child = Command::new(binary())
@@ -174,11 +174,7 @@ async fn poll_failures_are_logged_with_the_source() {
         .expect("log line within 10 s")
         .unwrap();
     assert!(line.is_some());
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
 }
 
 /// SIGTERM with a delivery in flight: exit within 10 s, the event stays pending, and the next
@@ -206,13 +202,8 @@ async fn sigterm_drains_and_restart_delivers_pending() {
     let mut child = start();
     rx.wait_hits(1, Duration::from_secs(10)).await;
     let t0 = Instant::now();
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
-        .unwrap()
         .unwrap();
     let took = t0.elapsed();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
@@ -222,9 +213,5 @@ async fn sigterm_drains_and_restart_delivers_pending() {
     let hits = rx.hits();
     assert_eq!(hits[0].id, hits[1].id);
     assert_eq!(hits[0].raw, hits[1].raw);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
 }

@@ -242,3 +242,49 @@ fn repository_examples_are_valid() {
         }
     }
 }
+
+/// Secrets from every place a config can hold them stay out of `Debug` output.
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let yaml = "destinations:
+  a:
+    url: http://127.0.0.1:1/h
+    secret: [\"${SECRET}\", whsec_c2Vjb25kLXNlY3JldC12YWx1ZQ==]
+    headers: { X-Token: hdr-secret-1 }
+sources:
+  s1:
+    url: http://127.0.0.1:1/x
+    every: 1s
+    key: /id
+    auth: { bearer: bearer-secret-2 }
+    headers: { Authorization: hdr-secret-3 }
+    to: [a]
+  s2:
+    url: http://127.0.0.1:1/y
+    every: 1s
+    key: /id
+    auth: { basic: { username: u, password: basic-secret-4 } }
+    to: [a]
+  s3:
+    url: http://127.0.0.1:1/z
+    every: 1s
+    key: /id
+    auth: { header: { name: X-Api-Key, value: header-secret-5 } }
+    to: [a]
+";
+    let env = |n: &str| (n == "SECRET").then(|| SECRET.1.to_owned());
+    let config =
+        pollhook::config::load_str(yaml, std::path::Path::new("bridge.yaml"), &env).expect("valid");
+    let debug = format!("{config:?}");
+    for secret in [
+        SECRET.1,
+        "c2Vjb25kLXNlY3JldC12YWx1ZQ",
+        "hdr-secret-1",
+        "bearer-secret-2",
+        "hdr-secret-3",
+        "basic-secret-4",
+        "header-secret-5",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked into Debug output");
+    }
+}

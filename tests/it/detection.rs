@@ -165,3 +165,23 @@ async fn emit_filter_limits_event_types() {
     );
     d.stop().await;
 }
+
+/// An item whose bytes return to an earlier version is still a change (the raw-bytes index
+/// only ever stands for the stored content).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverting_to_earlier_bytes_is_a_change() {
+    let v1 = json!([{"id":1,"s":"open"},{"id":2}]);
+    let v2 = json!([{"id":1,"s":"closed"},{"id":2}]);
+    let up = Upstream::start(&v1.to_string()).await;
+    let rx = receiver(204).await;
+    let d = Daemon::start(&simple_yaml(&up.url, &rx.uri(), ""));
+    up.wait_polls(2).await;
+    up.set(body(v2));
+    wait_until(T, "first change", || async { posts(&rx).await.len() == 1 }).await;
+    up.set(body(v1));
+    wait_until(T, "revert", || async { posts(&rx).await.len() == 2 }).await;
+    let evs = events(&rx).await;
+    assert_eq!(evs[1]["data"]["s"], "open");
+    assert_eq!(evs[1]["revision"], 3);
+    d.stop().await;
+}

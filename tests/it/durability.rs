@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, binary, wait_until};
+use crate::helpers::{SECRET, binary, terminate, wait_until};
 
 const KEYS: u64 = 12;
 const ROUNDS: usize = 20;
@@ -178,15 +178,6 @@ sources:
 
     let w = world.lock().unwrap();
     check_invariants(&w);
-}
-
-/// Stops the child with SIGTERM through the `kill` command (no unsafe code needed).
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
 }
 
 /// The last accepted event of every key matches the upstream's final state.

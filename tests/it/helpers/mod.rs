@@ -160,3 +160,12 @@ sources:
 {extra_source}"
     )
 }
+
+/// Sends SIGTERM to a child through kill(1) and waits for it.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().expect("reap child")
+}

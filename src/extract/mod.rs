@@ -4,11 +4,21 @@
 //! Sits between the fetch and the diff in the pipeline. A body that does not fit the spec (not
 //! JSON, `items` not resolving to an array, a key missing or duplicated) is an error: the poll
 //! fails and nothing downstream runs, so schema drift is never read as "everything was deleted".
+//!
+//! `locate.rs` finds the items array in one pass without building values; `index.rs` remembers
+//! which item bytes were processed last time so that unchanged items are not parsed at all;
+//! `canonical.rs` computes content hashes.
+
+mod canonical;
+mod index;
+mod locate;
 
 use std::collections::HashSet;
 use std::fmt;
 
 use serde_json::Value;
+
+pub use index::{RawHash, RawIndex, raw_hash};
 
 /// An RFC 6901 JSON Pointer, parsed once at config time.
 #[derive(Clone, PartialEq, Eq)]
@@ -166,57 +176,112 @@ pub enum ExtractError {
     },
 }
 
-/// Parses `body` and extracts its items according to `spec`.
-pub fn extract(spec: &ExtractSpec, body: &[u8]) -> Result<Vec<Item>, ExtractError> {
-    let root: Value = serde_json::from_slice(body).map_err(ExtractError::Json)?;
-    extract_value(spec, root)
+/// The items of one body. Items whose bytes the index knows are not parsed (`known`); the
+/// rest are parsed (`items`).
+#[derive(Debug, Default)]
+pub struct Extraction {
+    /// Parsed items: new, or with bytes the index does not know.
+    pub items: Vec<Item>,
+    /// Raw hash of each parsed item, aligned with `items`.
+    pub raw: Vec<RawHash>,
+    /// Raw hashes of the items the index knows (unchanged content), sorted.
+    pub known: Vec<RawHash>,
 }
 
-/// Extracts items from an already parsed body.
-pub fn extract_value(spec: &ExtractSpec, mut root: Value) -> Result<Vec<Item>, ExtractError> {
+impl Extraction {
+    /// Number of items in the body.
+    pub fn len(&self) -> usize {
+        self.items.len() + self.known.len()
+    }
+
+    /// Whether the body held no item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys of the known items, resolved through the index that recognised them.
+    pub fn known_keys<'a>(&'a self, index: &'a RawIndex) -> impl Iterator<Item = &'a str> {
+        self.known.iter().filter_map(|h| index.key(*h))
+    }
+}
+
+/// Parses `body` and extracts all its items according to `spec`.
+pub fn extract(spec: &ExtractSpec, body: &[u8]) -> Result<Vec<Item>, ExtractError> {
+    extract_with(spec, body, &RawIndex::default()).map(|e| e.items)
+}
+
+/// Extracts the items of `body`; items whose bytes `index` knows are reported by hash without
+/// being parsed.
+pub fn extract_with(
+    spec: &ExtractSpec,
+    body: &[u8],
+    index: &RawIndex,
+) -> Result<Extraction, ExtractError> {
     if spec.mode == Mode::Document {
-        return Ok(vec![Item {
+        let data: Value = serde_json::from_slice(body).map_err(ExtractError::Json)?;
+        let item = Item {
             key: String::new(),
             version: None,
-            data: root,
-        }]);
+            data,
+        };
+        return Ok(Extraction {
+            items: vec![item],
+            raw: vec![raw_hash(body)],
+            known: Vec::new(),
+        });
     }
-    let list = take_items(spec, &mut root)?;
-    let mut seen = HashSet::with_capacity(list.len());
-    let mut items = Vec::with_capacity(list.len());
-    for (index, data) in list.into_iter().enumerate() {
-        let key = item_key(spec, &data, index)?;
-        if !seen.insert(key.clone()) {
-            return Err(ExtractError::DuplicateKey {
-                pointer: spec.key.raw.clone(),
-                key,
-            });
+    let text =
+        std::str::from_utf8(body).map_err(|e| ExtractError::Json(serde::de::Error::custom(e)))?;
+    let list = locate::locate_items(spec, text)?;
+    let mut out = Extraction {
+        known: Vec::with_capacity(list.len()),
+        ..Extraction::default()
+    };
+    for (position, raw) in list.iter().enumerate() {
+        let hash = raw_hash(raw.get().as_bytes());
+        if index.key(hash).is_some() {
+            out.known.push(hash);
+            continue;
         }
+        let data: Value = serde_json::from_str(raw.get()).map_err(ExtractError::Json)?;
+        let key = item_key(spec, &data, position)?;
         let version = spec
             .version
             .as_ref()
             .and_then(|p| p.resolve(&data))
             .map(scalar_string);
-        items.push(Item { key, version, data });
+        out.items.push(Item { key, version, data });
+        out.raw.push(hash);
     }
-    Ok(items)
+    check_unique(spec, &mut out, index)?;
+    Ok(out)
 }
 
-fn take_items(spec: &ExtractSpec, root: &mut Value) -> Result<Vec<Value>, ExtractError> {
-    let pointer = || spec.items.raw.clone();
-    let node = if spec.items.tokens.is_empty() {
-        root
-    } else {
-        root.pointer_mut(&spec.items.raw)
-            .ok_or_else(|| ExtractError::ItemsMissing { pointer: pointer() })?
+/// Fails on a key that appears twice: among known items (identical bytes twice), among parsed
+/// items, or once parsed and once known.
+fn check_unique(
+    spec: &ExtractSpec,
+    ex: &mut Extraction,
+    index: &RawIndex,
+) -> Result<(), ExtractError> {
+    let dup = |key: &str| ExtractError::DuplicateKey {
+        pointer: spec.key.raw.clone(),
+        key: key.to_owned(),
     };
-    match node.take() {
-        Value::Array(list) => Ok(list),
-        other => Err(ExtractError::ItemsNotArray {
-            pointer: pointer(),
-            found: type_name(&other),
-        }),
+    ex.known.sort_unstable();
+    if let Some(pair) = ex.known.windows(2).find(|w| w[0] == w[1]) {
+        return Err(dup(index.key(pair[0]).unwrap_or_default()));
     }
+    let mut parsed = HashSet::with_capacity(ex.items.len());
+    for item in &ex.items {
+        let known_too = index
+            .hash_of(&item.key)
+            .is_some_and(|h| ex.known.binary_search(&h).is_ok());
+        if !parsed.insert(item.key.as_str()) || known_too {
+            return Err(dup(&item.key));
+        }
+    }
+    Ok(())
 }
 
 fn item_key(spec: &ExtractSpec, data: &Value, index: usize) -> Result<String, ExtractError> {
@@ -255,82 +320,6 @@ pub fn type_name(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
-
-impl ExtractSpec {
-    /// Canonical content hash of `data`, skipping the `ignore` pointers. Object keys are hashed in
-    /// sorted order and every value is tagged and length-prefixed, so two items hash equal exactly
-    /// when they are equal as JSON (after `ignore`).
-    pub fn hash(&self, data: &Value) -> ContentHash {
-        let mut hasher = blake3::Hasher::new();
-        let ignore: Vec<&[String]> = self.ignore.iter().map(|p| p.tokens.as_slice()).collect();
-        hash_node(data, &ignore, &mut hasher);
-        ContentHash(*hasher.finalize().as_bytes())
-    }
-}
-
-fn hash_node(value: &Value, ignore: &[&[String]], h: &mut blake3::Hasher) {
-    match value {
-        Value::Null => {
-            h.update(b"n");
-        }
-        Value::Bool(b) => {
-            h.update(if *b { b"t" } else { b"f" });
-        }
-        Value::Number(n) => hash_str(b'#', &n.to_string(), h),
-        Value::String(s) => hash_str(b's', s, h),
-        Value::Array(list) => {
-            h.update(b"[");
-            h.update(&(list.len() as u64).to_le_bytes());
-            for (i, child) in list.iter().enumerate() {
-                if ignore.is_empty() {
-                    hash_node(child, ignore, h);
-                } else {
-                    hash_child(&i.to_string(), child, ignore, h);
-                }
-            }
-        }
-        Value::Object(map) => {
-            h.update(b"{");
-            let mut keys: Vec<&String> = map.keys().collect();
-            if !keys.is_sorted() {
-                keys.sort();
-            }
-            for key in keys {
-                let child = &map[key];
-                if ignore.is_empty() {
-                    hash_str(b'k', key, h);
-                    hash_node(child, ignore, h);
-                } else if !ignore.iter().any(|p| p.len() == 1 && p[0] == *key) {
-                    hash_str(b'k', key, h);
-                    hash_child(key, child, ignore, h);
-                }
-            }
-            h.update(b"}");
-        }
-    }
-}
-
-/// Descends into `child` (reached by `token`) with the ignore pointers that continue below it.
-fn hash_child(token: &str, child: &Value, ignore: &[&[String]], h: &mut blake3::Hasher) {
-    let below: Vec<&[String]> = ignore
-        .iter()
-        .filter(|p| p.len() > 1 && p[0] == token)
-        .map(|p| &p[1..])
-        .collect();
-    // An array element that an ignore pointer names exactly is hashed as null, keeping positions.
-    if ignore.iter().any(|p| p.len() == 1 && p[0] == token) {
-        h.update(b"n");
-        return;
-    }
-    hash_node(child, &below, h);
-}
-
-fn hash_str(tag: u8, s: &str, h: &mut blake3::Hasher) {
-    h.update(&[tag]);
-    h.update(&(s.len() as u64).to_le_bytes());
-    h.update(s.as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +387,54 @@ mod tests {
         assert_ne!(s.hash(&json!({"a":"1"})), s.hash(&json!({"a":1})));
         assert_ne!(s.hash(&json!(["ab", "c"])), s.hash(&json!(["a", "bc"])));
         assert_ne!(s.hash(&json!({"a":null})), s.hash(&json!({})));
+    }
+
+    #[test]
+    fn known_bytes_are_not_parsed_and_duplicates_still_fail() {
+        let s = spec(&[]);
+        let first =
+            extract_with(&s, br#"{"data":[{"id":1},{"id":2}]}"#, &RawIndex::default()).unwrap();
+        let mut index = RawIndex::default();
+        for (h, item) in first.raw.iter().zip(&first.items) {
+            index.record(&item.key, *h);
+        }
+        let next = extract_with(&s, br#"{"data":[{"id":1},{"id":2,"x":1}]}"#, &index).unwrap();
+        assert_eq!(next.items.len(), 1, "only the changed item is parsed");
+        assert_eq!(next.items[0].key, "2");
+        assert_eq!(next.known_keys(&index).collect::<Vec<_>>(), vec!["1"]);
+        let twice = extract_with(&s, br#"{"data":[{"id":1},{"id":1}]}"#, &index);
+        assert!(matches!(twice, Err(ExtractError::DuplicateKey { .. })));
+        let mixed = extract_with(&s, br#"{"data":[{"id":1},{"id":1,"x":2}]}"#, &index);
+        assert!(matches!(mixed, Err(ExtractError::DuplicateKey { .. })));
+    }
+
+    #[test]
+    fn items_pointer_walks_objects_and_arrays() {
+        let mut s = spec(&[]);
+        s.items = Pointer::parse("/a/1/b").unwrap();
+        let items = extract(
+            &s,
+            br#"{"z":[1,{"q":2}],"a":[{"b":[]},{"b":[{"id":"k"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(items[0].key, "k");
+        s.items = Pointer::parse("/a/7/b").unwrap();
+        assert!(matches!(
+            extract(&s, br#"{"a":[]}"#),
+            Err(ExtractError::ItemsMissing { .. })
+        ));
+        s.items = Pointer::parse("/a").unwrap();
+        assert!(matches!(
+            extract(&s, br#"{"a":"x"}"#),
+            Err(ExtractError::ItemsNotArray {
+                found: "string",
+                ..
+            })
+        ));
+        assert!(matches!(
+            extract(&s, br#"{"a":[]} trailing"#),
+            Err(ExtractError::Json(_))
+        ));
     }
 
     #[test]
