@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pollhook::delivery::signing::standard_signature;
+use pollhook::delivery::signing::StandardKey;
 use pollhook::diff::{ItemState, diff};
 use pollhook::extract::{ExtractSpec, Item, Mode, Pointer, RawIndex, extract_with};
 use pollhook::poller::process::body_fingerprint;
@@ -126,15 +126,19 @@ fn signing(c: &mut Criterion) {
     let payload = vec![b'x'; 1024];
     let mut g = c.benchmark_group("sign_1kib_event");
     g.throughput(Throughput::Elements(1));
+    let signer = StandardKey::new(&key);
     g.bench_function("standard_webhooks", |b| {
         b.iter(|| {
-            standard_signature(
-                &key,
+            signer.sign(
                 "evt_abcdefghijklmnopqrstuvwxyz",
                 1_700_000_000,
                 black_box(&payload),
             )
         })
+    });
+    let ring_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    g.bench_function("ring_hmac_for_comparison", |b| {
+        b.iter(|| ring::hmac::sign(&ring_key, black_box(&payload)))
     });
     g.finish();
 }

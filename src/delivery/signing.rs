@@ -38,11 +38,33 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A Standard Webhooks signing key with its HMAC state precomputed once (the key's inner and
+/// outer pads are hashed at construction, not per signature).
+#[derive(Clone)]
+pub struct StandardKey(HmacSha256);
+
+impl StandardKey {
+    /// Prepares `key` (the decoded bytes of a `whsec_` secret).
+    pub fn new(key: &[u8]) -> StandardKey {
+        // HMAC accepts keys of any length.
+        StandardKey(HmacSha256::new_from_slice(key).expect("hmac takes any key length"))
+    }
+
+    /// `v1,` + base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}").
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    }
+}
+
 /// One Standard Webhooks signature: `v1,` + base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}").
 pub fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
-    let mac = hmac(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
-    format!("v1,{}", B64.encode(mac))
+    StandardKey::new(key).sign(id, timestamp, body)
 }
 
 /// GitHub's `sha256=` + hex HMAC-SHA256(secret bytes as configured, body).
@@ -75,7 +97,7 @@ pub fn verify_github(secret: &str, body: &[u8], header: &str) -> bool {
 
 /// Precomputed signing material of one destination.
 pub struct Signer {
-    standard_keys: Vec<Vec<u8>>,
+    standard_keys: Vec<StandardKey>,
     github_secret: Option<Secret>,
 }
 
@@ -94,10 +116,11 @@ impl Signer {
     /// Builds the signer from a validated destination (its secrets already decode).
     pub fn new(dest: &Destination) -> Signer {
         let standard_keys = if dest.signature.standard() {
-            dest.secrets
+            let keys = dest
+                .secrets
                 .iter()
-                .filter_map(|s| standard_key(s.expose()).ok())
-                .collect()
+                .filter_map(|s| standard_key(s.expose()).ok());
+            keys.map(|k| StandardKey::new(&k)).collect()
         } else {
             Vec::new()
         };
@@ -120,7 +143,7 @@ impl Signer {
             let sigs: Vec<String> = self
                 .standard_keys
                 .iter()
-                .map(|k| standard_signature(k, id, timestamp, body))
+                .map(|k| k.sign(id, timestamp, body))
                 .collect();
             out.push((WEBHOOK_SIGNATURE, sigs.join(" ")));
         }
