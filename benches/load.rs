@@ -23,7 +23,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 struct Upstream {
     bodies: Vec<RwLock<Bytes>>,
-    revs: Vec<Mutex<[u64; ITEMS]>>,
+    revs: Vec<Mutex<[(u64, i64); ITEMS]>>,
     arrivals: Vec<Mutex<Vec<Instant>>>,
     hits: AtomicUsize,
 }
@@ -43,9 +43,10 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn render(source: usize, revs: &[u64; ITEMS], changed_at: i64) -> Bytes {
+/// Renders a source's body; `revs[i]` is item i's (revision, changed-at ms).
+fn render(source: usize, revs: &[(u64, i64); ITEMS]) -> Bytes {
     let items: Vec<Value> = (0..ITEMS)
-        .map(|i| json!({"id": i, "source": source, "rev": revs[i], "changed_at_ms": changed_at, "title": format!("item {i} of source {source}"), "state": "open"}))
+        .map(|i| json!({"id": i, "source": source, "rev": revs[i].0, "changed_at_ms": revs[i].1, "title": format!("item {i} of source {source}"), "state": "open"}))
         .collect();
     Bytes::from(serde_json::to_vec(&items).unwrap())
 }
@@ -54,9 +55,9 @@ impl Upstream {
     fn new(n: usize) -> Upstream {
         Upstream {
             bodies: (0..n)
-                .map(|s| RwLock::new(render(s, &[0; ITEMS], 0)))
+                .map(|s| RwLock::new(render(s, &[(0, 0); ITEMS])))
                 .collect(),
-            revs: (0..n).map(|_| Mutex::new([0; ITEMS])).collect(),
+            revs: (0..n).map(|_| Mutex::new([(0, 0); ITEMS])).collect(),
             arrivals: (0..n).map(|_| Mutex::new(Vec::with_capacity(64))).collect(),
             hits: AtomicUsize::new(0),
         }
@@ -65,10 +66,11 @@ impl Upstream {
     /// Changes `items` items of source `s`.
     fn change(&self, s: usize, items: usize) {
         let mut revs = self.revs[s].lock().unwrap();
+        let now = now_ms();
         for rev in revs.iter_mut().take(items) {
-            *rev += 1;
+            *rev = (rev.0 + 1, now);
         }
-        *self.bodies[s].write().unwrap() = render(s, &revs, now_ms());
+        *self.bodies[s].write().unwrap() = render(s, &revs);
     }
 }
 
@@ -252,19 +254,19 @@ async fn run(sources: usize, seconds: u64) {
     rx.detect_ms.lock().unwrap().clear();
     rx.change_ms.lock().unwrap().clear();
     let t0 = Instant::now();
-    let per_tick = (sources / 100).max(1); // 1% per second, spread over 10 ticks
+    let per_second = (sources / 100).max(1); // 1% of sources per second, spread over 10 ticks
     let mut tick = 0usize;
     while t0.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        for k in 0..per_tick.div_ceil(10) {
+        for k in 0..per_second.div_ceil(10) {
             up.change((tick * 7919 + k * 104_729) % sources, 1);
         }
         tick += 1;
     }
     let window = t0.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let the last changes arrive
     let (cpu1, rss) = usage(pid);
     let polls = up.hits.load(Ordering::Relaxed) - hits0;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let the last changes arrive
     let delivered = rx.count.load(Ordering::Relaxed) - delivered0;
     let mut lag = lags(&up, t0);
     let mut detect = rx.detect_ms.lock().unwrap().clone();
