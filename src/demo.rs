@@ -68,7 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         });
     }
     tokio::spawn(mutate(items, args.change_every, shutdown.clone()));
-    let result = crate::daemon::run(config, shutdown).await;
+    let result = crate::daemon::run(config, crate::daemon::Options::default(), shutdown).await;
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(())
@@ -77,6 +77,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 fn demo_config(upstream: std::net::SocketAddr, receiver: std::net::SocketAddr) -> String {
     format!(
         "state: ./state.redb
+admin:
+  listen: off
 destinations:
   demo-agent:
     url: http://{receiver}/hooks

@@ -17,6 +17,7 @@
 //! [`demo`] (the self-contained demo), [`cli`] (subcommands).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -28,4 +29,5 @@ pub mod extract;
 pub mod poller;
 pub mod schedule;
 pub mod shutdown;
+pub mod status;
 pub mod store;

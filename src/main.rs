@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pollhook::cli::{self, Cli, Command};
+use pollhook::cli::{self, Cli, Command, LogFormat};
 use pollhook::config::ConfigError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    init_logging(&cli.log_level, cli.log_format);
     let result = match cli.command {
         Command::Check(args) => cli::check(args),
         Command::Sign(args) => cli::sign(args),
@@ -24,6 +24,9 @@ fn main() -> ExitCode {
                     Command::Run(args) => cli::run(args).await,
                     Command::Preview { source, config } => cli::preview(source, config).await,
                     Command::Demo(args) => pollhook::demo::run(args).await,
+                    Command::Status(ops) => cli::status(ops).await,
+                    Command::Sources { action, name, ops } => cli::sources(action, name, ops).await,
+                    Command::Dead { command } => cli::dead(command).await,
                     _ => unreachable!("handled above"),
                 }
             })
@@ -48,11 +51,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    // A closed stderr (e.g. a pager that quit) must not panic the logging path.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
 }

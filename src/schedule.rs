@@ -22,6 +22,16 @@ pub enum Schedule {
     },
 }
 
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Schedule::Every(a), Schedule::Every(b)) => a == b,
+            (Schedule::Cron { expr: a, .. }, Schedule::Cron { expr: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -15,8 +15,8 @@ pub fn on_signals() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stop signal received; draining");
         cancel.cancel();
+        tracing::info!("stop signal received; draining");
     });
     token
 }

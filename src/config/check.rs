@@ -37,6 +37,11 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// An environment variable, through the injected lookup.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
     /// Records one problem.
     pub fn problem(
         &mut self,

@@ -16,8 +16,8 @@ use std::path::Path;
 pub use error::{ConfigError, Problem};
 pub use validate::{DEFAULT_RETRY, standard_key};
 pub use validated::{
-    Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Request, Secret, SignatureMode,
-    Source,
+    Admin, Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Request, Secret,
+    SignatureMode, Source,
 };
 
 /// Reads and validates the config file at `path`, expanding variables from the process

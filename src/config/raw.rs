@@ -24,8 +24,10 @@ pub type Unsupported = Option<Spanned<IgnoredAny>>;
 pub struct RawConfig {
     /// Path of the redb state file.
     pub state: Option<Str>,
-    /// Admin API (not supported yet).
-    pub admin: Unsupported,
+    /// Admin API.
+    pub admin: Option<Spanned<RawAdmin>>,
+    /// Dead letters older than this are purged automatically (default: kept until purged).
+    pub dead_letter_max_age: Option<Str>,
     /// Defaults applied to every source.
     pub defaults: Option<RawDefaults>,
     /// Shared per-host budgets (not supported yet).
@@ -36,6 +38,16 @@ pub struct RawConfig {
     /// Polled APIs by name.
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<RawSource>>,
+}
+
+/// `admin:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port`, or `off`.
+    pub listen: Option<Str>,
+    /// Bearer token required on `/v1` when set and not empty.
+    pub token: Option<Str>,
 }
 
 /// `defaults:`.
@@ -81,7 +93,7 @@ pub enum RawSecret {
     One(String),
     /// Several secrets during rotation; every one signs.
     Many(Vec<String>),
-    /// `{ credential: NAME }`, read from `$CREDENTIALS_DIRECTORY` (not supported yet).
+    /// `{ credential: NAME }`, read from `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
     Credential {
         /// Credential name.
         credential: String,

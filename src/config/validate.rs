@@ -11,10 +11,12 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
-use super::raw::{RawAuth, RawConfig, RawDefaults, RawDestination, RawSecret, RawSource, Str};
+use super::raw::{
+    RawAdmin, RawAuth, RawConfig, RawDefaults, RawDestination, RawSecret, RawSource, Str,
+};
 use super::validated::{
-    Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Request, Secret, SignatureMode,
-    Source,
+    Admin, Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Request, Secret,
+    SignatureMode, Source,
 };
 use crate::extract::{ExtractSpec, Mode, Pointer};
 use crate::schedule::{Schedule, parse_cron};
@@ -51,8 +53,12 @@ struct Defaults {
 
 /// Validates a parsed file.
 pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
-    ck.unsupported("admin", &raw.admin);
     ck.unsupported("hosts", &raw.hosts);
+    let admin = admin(raw.admin.as_ref(), ck);
+    let dead_letter_max_age = raw
+        .dead_letter_max_age
+        .as_ref()
+        .and_then(|v| ck.duration("dead_letter_max_age", v));
     let state = match &raw.state {
         Some(s) => ck.text("state", s).map(|p| ck.path(&p)),
         None => Some(ck.path(DEFAULT_STATE)),
@@ -74,10 +80,46 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         ck.problem("sources", None, None, "must declare at least one source, e.g. sources: { my-api: { url: ..., every: 60s, key: /id, to: [agent] } }");
     }
     let state = state?;
+    let admin = admin?;
     ck.problems.is_empty().then_some(Config {
         state,
+        admin,
+        dead_letter_max_age,
         destinations,
         sources,
+    })
+}
+
+/// Default admin address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+
+fn admin(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Admin> {
+    let listen = match raw.and_then(|a| a.value.listen.as_ref()) {
+        None => Some(DEFAULT_ADMIN_LISTEN.parse().ok()),
+        Some(v) => match ck.text("admin.listen", v)?.trim() {
+            "off" => Some(None),
+            text => match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => {
+                    ck.bad(
+                        "admin.listen",
+                        v,
+                        "host:port or off, e.g. listen: 127.0.0.1:9464",
+                    );
+                    None
+                }
+            },
+        },
+    };
+    let token = match raw.and_then(|a| a.value.token.as_ref()) {
+        Some(t) => ck
+            .secret("admin.token", &t.value, line_of(&t.referenced))
+            .filter(|s| !s.expose().is_empty()),
+        None => None,
+    };
+    Some(Admin {
+        listen: listen?,
+        token,
     })
 }
 
@@ -210,14 +252,15 @@ fn secrets(
             let list: Vec<String> = match &s.value {
                 RawSecret::One(v) => vec![v.clone()],
                 RawSecret::Many(v) => v.clone(),
+                // A credential's content is the secret itself: no ${VAR} expansion.
                 RawSecret::Credential { credential } => {
-                    ck.problem(
+                    return finish_secrets(
                         &path,
-                        sl,
-                        Some(format!("{{ credential: {credential:?} }}")),
-                        "is not supported yet in this version; use secret_file or ${VAR}",
+                        vec![(credential_secret(&path, credential, sl, ck)?, sl)],
+                        mode,
+                        line,
+                        ck,
                     );
-                    return None;
                 }
             };
             let expanded: Option<Vec<String>> =
@@ -225,6 +268,17 @@ fn secrets(
             expanded?.into_iter().map(|v| (v, sl)).collect()
         }
     };
+    finish_secrets(&path, raw, mode, line, ck)
+}
+
+/// Checks each secret's form for the signature mode.
+fn finish_secrets(
+    path: &str,
+    raw: Vec<(String, Option<u64>)>,
+    mode: SignatureMode,
+    line: Option<u64>,
+    ck: &mut Checker<'_>,
+) -> Option<Vec<Secret>> {
     let mut out = Vec::new();
     let mut failed = false;
     for (i, (value, sl)) in raw.into_iter().enumerate() {
@@ -244,6 +298,36 @@ fn secrets(
         }
     }
     (!failed).then_some(out)
+}
+
+/// Reads a systemd credential (`LoadCredential=NAME:…`) from `$CREDENTIALS_DIRECTORY/NAME`.
+fn credential_secret(
+    path: &str,
+    name: &str,
+    line: Option<u64>,
+    ck: &mut Checker<'_>,
+) -> Option<String> {
+    let given = Some(format!("{{ credential: {name:?} }}"));
+    if name.is_empty() || name.contains('/') || name == ".." || name == "." {
+        ck.problem(
+            path,
+            line,
+            given,
+            "a credential name without '/', e.g. secret: { credential: triage }",
+        );
+        return None;
+    }
+    let Some(dir) = ck.env_var("CREDENTIALS_DIRECTORY") else {
+        ck.problem(path, line, given, "CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential=, or use secret_file");
+        return None;
+    };
+    match std::fs::read_to_string(std::path::Path::new(&dir).join(name)) {
+        Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+        Err(e) => {
+            ck.problem(path, line, given, format!("a readable credential in $CREDENTIALS_DIRECTORY ({e}); check LoadCredential= in the unit"));
+            None
+        }
+    }
 }
 
 /// Decodes the key of a Standard Webhooks `whsec_<base64>` secret.

@@ -18,10 +18,23 @@ use crate::schedule::Schedule;
 pub struct Config {
     /// redb state file.
     pub state: PathBuf,
+    /// Admin API.
+    pub admin: Admin,
+    /// Dead letters older than this are purged automatically.
+    pub dead_letter_max_age: Option<std::time::Duration>,
     /// Receivers by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Sources by name.
     pub sources: BTreeMap<String, Arc<Source>>,
+}
+
+/// The admin API settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Where it listens; `None` when `listen: off`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer token required on `/v1`, when set.
+    pub token: Option<Secret>,
 }
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -98,7 +111,7 @@ pub enum Method {
 }
 
 /// Upstream authentication.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
     /// `Authorization: Bearer <token>`.
     Bearer(Secret),
@@ -148,7 +161,7 @@ pub struct Include {
 }
 
 /// How a source is fetched.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// URL polled.
     pub url: Url,
@@ -167,7 +180,7 @@ pub struct Request {
 }
 
 /// A polled source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     /// Its name in `sources:`.
     pub name: String,

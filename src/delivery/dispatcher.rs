@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::retry::{Decision, Outcome, decide, describe};
 use super::send::attempt;
 use super::signing::Signer;
+use crate::admin::metrics as m;
 use crate::config::Destination;
 use crate::store::{OutboxRow, Settle, Store};
 
@@ -37,6 +38,50 @@ struct DestState {
     signer: Arc<Signer>,
     ready: BinaryHeap<Reverse<(i64, u64)>>,
     inflight: usize,
+    /// False once the destination left the config: its rows stay pending, unsent.
+    enabled: bool,
+}
+
+impl DestState {
+    fn new(dest: &Arc<Destination>) -> DestState {
+        DestState {
+            dest: dest.clone(),
+            signer: Arc::new(Signer::new(dest)),
+            ready: BinaryHeap::new(),
+            inflight: 0,
+            enabled: true,
+        }
+    }
+}
+
+/// A command to the running dispatcher.
+#[derive(Debug)]
+pub enum DispatchCmd {
+    /// Report per-destination outbox statistics.
+    Stats(oneshot::Sender<Vec<DestStats>>),
+    /// Apply a reloaded set of destinations; `rows` are the stored pending rows of destinations
+    /// the dispatcher has not known before.
+    Destinations {
+        /// The new destinations.
+        dests: Vec<Arc<Destination>>,
+        /// Pending rows for newly known destinations.
+        rows: Vec<OutboxRow>,
+    },
+}
+
+/// Outbox statistics of one destination.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestStats {
+    /// Destination name.
+    pub destination: String,
+    /// Whether it is in the current config.
+    pub configured: bool,
+    /// Pending rows (in flight included).
+    pub pending: usize,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// Age of the oldest pending row, seconds.
+    pub oldest_pending_age_seconds: Option<f64>,
 }
 
 /// The dispatcher's state; see the module notes.
@@ -69,15 +114,7 @@ impl Dispatcher {
     ) -> Self {
         let dests = destinations
             .iter()
-            .map(|d| {
-                let state = DestState {
-                    dest: d.clone(),
-                    signer: Arc::new(Signer::new(d)),
-                    ready: BinaryHeap::new(),
-                    inflight: 0,
-                };
-                (d.name.clone(), state)
-            })
+            .map(|d| (d.name.clone(), DestState::new(d)))
             .collect();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Dispatcher {
@@ -115,11 +152,70 @@ impl Dispatcher {
         self.dests.values().map(|d| d.inflight).sum()
     }
 
+    /// Whether rows for `name` are held (configured now or earlier in this run).
+    pub fn knows(&self, name: &str) -> bool {
+        self.dests.contains_key(name)
+    }
+
+    /// Per-destination statistics.
+    pub fn stats(&self, now: i64) -> Vec<DestStats> {
+        let mut out: Vec<DestStats> = self
+            .dests
+            .iter()
+            .map(|(name, d)| DestStats {
+                destination: name.clone(),
+                configured: d.enabled,
+                pending: 0,
+                in_flight: d.inflight,
+                oldest_pending_age_seconds: None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.destination.cmp(&b.destination));
+        for row in self.rows.values() {
+            if let Ok(i) = out.binary_search_by(|s| s.destination.as_str().cmp(&row.destination)) {
+                let age = (now - row.created_ms).max(0) as f64 / 1000.0;
+                out[i].pending += 1;
+                out[i].oldest_pending_age_seconds = Some(
+                    out[i]
+                        .oldest_pending_age_seconds
+                        .map_or(age, |a: f64| a.max(age)),
+                );
+            }
+        }
+        out
+    }
+
+    fn command(&mut self, cmd: DispatchCmd) {
+        match cmd {
+            DispatchCmd::Stats(reply) => {
+                let _ = reply.send(self.stats(now_ms()));
+            }
+            DispatchCmd::Destinations { dests, rows } => {
+                for d in self.dests.values_mut() {
+                    d.enabled = false;
+                }
+                for dest in &dests {
+                    match self.dests.get_mut(&dest.name) {
+                        Some(state) => {
+                            state.signer = Arc::new(Signer::new(dest));
+                            state.dest = dest.clone();
+                            state.enabled = true;
+                        }
+                        None => {
+                            self.dests.insert(dest.name.clone(), DestState::new(dest));
+                        }
+                    }
+                }
+                rows.into_iter().for_each(|r| self.add(r));
+            }
+        }
+    }
+
     /// Starts every due head row that fits its destination's concurrency; returns when the next
     /// row becomes due.
     fn dispatch_due(&mut self, now: i64) -> Option<i64> {
         let mut next: Option<i64> = None;
-        for d in self.dests.values_mut() {
+        for d in self.dests.values_mut().filter(|d| d.enabled) {
             while d.inflight < d.dest.concurrency {
                 let Some(Reverse((due, seq))) = d.ready.peek().copied() else {
                     break;
@@ -162,10 +258,15 @@ impl Dispatcher {
         match decide(attempts, &outcome, &d.dest.retry, now) {
             Decision::Done => {
                 tracing::debug!(destination = %row.destination, event = %row.event_id, attempts, "delivered");
+                let latency = (now - row.created_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(m::DELIVERY_LATENCY, "destination" => row.destination.clone())
+                    .record(latency);
+                metrics::counter!(m::DELIVERIES, "destination" => row.destination.clone(), "outcome" => "delivered").increment(1);
                 let _ = self.settle_tx.send(Settle::Delivered { seq });
                 self.finish(seq);
             }
             Decision::RetryAt(due) => {
+                metrics::counter!(m::DELIVERIES, "destination" => row.destination.clone(), "outcome" => "retry").increment(1);
                 let error = describe(&outcome);
                 tracing::warn!(destination = %row.destination, event = %row.event_id, attempts, error = %error, retry_in_ms = due - now, "delivery failed; will retry");
                 row.attempts = attempts;
@@ -180,11 +281,13 @@ impl Dispatcher {
                 });
             }
             Decision::Dead(reason) => {
+                metrics::counter!(m::DELIVERIES, "destination" => row.destination.clone(), "outcome" => "dead").increment(1);
                 tracing::error!(destination = %row.destination, event = %row.event_id, attempts, reason = %reason, "delivery dead-lettered; inspect and re-send it");
                 let _ = self.settle_tx.send(Settle::Dead {
                     seq,
                     attempts,
                     reason,
+                    now_ms: now,
                 });
                 self.finish(seq);
             }
@@ -218,6 +321,7 @@ impl Dispatcher {
     pub async fn run(
         mut self,
         mut incoming: RowReceiver,
+        mut commands: mpsc::UnboundedReceiver<DispatchCmd>,
         shutdown: CancellationToken,
         drain: Duration,
     ) {
@@ -235,6 +339,7 @@ impl Dispatcher {
                     }
                 }
                 Some(rows) = incoming.recv() => rows.into_iter().for_each(|r| self.add(r)),
+                Some(cmd) = commands.recv() => self.command(cmd),
                 _ = sleep_until(sleep) => {}
             }
             while self.tasks.try_join_next().is_some() {}

@@ -6,4 +6,6 @@ pub mod retry;
 pub mod send;
 pub mod signing;
 
-pub use dispatcher::{Dispatcher, RowReceiver, RowSender, now_ms, settle_loop};
+pub use dispatcher::{
+    DestStats, DispatchCmd, Dispatcher, RowReceiver, RowSender, now_ms, settle_loop,
+};

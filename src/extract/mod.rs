@@ -86,7 +86,7 @@ pub enum Mode {
 }
 
 /// Everything extraction needs, from the validated config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExtractSpec {
     /// Items or document.
     pub mode: Mode,

@@ -8,23 +8,24 @@
 
 mod fetch;
 pub mod process;
+mod task;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
+use chrono::Utc;
 
 use crate::config::Source;
 use crate::delivery::RowSender;
+use crate::diff::ChangeKind;
 use crate::extract::{ExtractError, RawIndex};
-use crate::schedule::{failure_backoff, jitter};
-use crate::store::{SourceSnapshot, Store, StoreError};
+use crate::status::Registry;
+use crate::store::{SourceMeta, SourceSnapshot, Store, StoreError};
 pub use fetch::{FetchError, client, fetch, install_crypto};
 use process::{
     body_fingerprint, build_commit, extract_and_diff, previous_keys, settings_fingerprint,
     update_index,
 };
+pub use task::Control;
 
 /// Why one poll failed. State is untouched and no event is emitted in every case.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub struct PollContext {
     pub client: reqwest::Client,
     /// Where committed rows go.
     pub rows: RowSender,
+    /// Where each source reports its status.
+    pub registry: Arc<Registry>,
 }
 
 /// One source's runtime state.
@@ -109,9 +112,23 @@ impl Poller {
             .store
             .backend()
             .item_data(&self.source.name, &previous_keys(&self.source, &ex))?;
-        let commit = build_commit(&self.source, &ex, &previous, Utc::now())?;
+        let commit = build_commit(
+            &self.source,
+            &self.snapshot.meta,
+            &ex,
+            &previous,
+            Utc::now(),
+        )?;
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         let rows = ctx.store.commit_poll(commit).await?;
+        for change in &ex.diff.changes {
+            let kind = match change.kind {
+                ChangeKind::Created => "created",
+                ChangeKind::Updated => "updated",
+                ChangeKind::Deleted => "deleted",
+            };
+            metrics::counter!(crate::admin::metrics::CHANGES, "source" => self.source.name.clone(), "type" => kind).increment(1);
+        }
         update_index(&mut self.known, &ex);
         for change in ex.diff.changes {
             self.snapshot.items.insert(change.key, change.state);
@@ -128,58 +145,35 @@ impl Poller {
         Ok(PollOutcome::Changed(events))
     }
 
-    /// Polls on the source's schedule until `shutdown`.
-    pub async fn run(mut self, ctx: Arc<PollContext>, shutdown: CancellationToken) {
-        let schedule = self.source.schedule.clone();
-        let mut base = schedule.first(&self.source.name, Utc::now());
-        let mut failures = 0u32;
-        loop {
-            let fire = base
-                + chrono_of(jitter(
-                    schedule.interval(base),
-                    self.source.jitter,
-                    rand::random::<f64>(),
-                ));
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sleep_until(fire) => {}
-            }
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = self.poll(&ctx) => r,
-            };
-            let now = Utc::now();
-            match result {
-                Ok(outcome) => {
-                    failures = 0;
-                    tracing::debug!(source = %self.source.name, ?outcome, "polled");
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(source = %self.source.name, failures, error = %error_chain(&e), "poll failed; state unchanged");
-                }
-            }
-            base = schedule.next_after(base, now);
-            if failures > 0 {
-                let backoff = failure_backoff(schedule.interval(now), failures.saturating_sub(1));
-                base = base.max(now + chrono_of(backoff));
-            }
-        }
-    }
-
     /// The source this poller serves.
     pub fn source(&self) -> &Source {
         &self.source
     }
-}
 
-fn chrono_of(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
+    /// Live items in the stored state.
+    pub fn live_items(&self) -> usize {
+        self.snapshot.items.values().filter(|s| !s.deleted).count()
+    }
 
-async fn sleep_until(at: DateTime<Utc>) {
-    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    tokio::time::sleep(wait).await;
+    /// Why the source is paused, if it is.
+    pub fn paused(&self) -> Option<&str> {
+        self.snapshot.meta.paused.as_deref()
+    }
+
+    /// Pauses (with a reason) or resumes the source, durably.
+    pub async fn set_paused(
+        &mut self,
+        store: &Store,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        let meta = SourceMeta {
+            paused: reason,
+            ..self.snapshot.meta.clone()
+        };
+        store.set_meta(&self.source.name, meta.clone()).await?;
+        self.snapshot.meta = meta;
+        Ok(())
+    }
 }
 
 /// An error with its sources, on one line.

@@ -121,6 +121,7 @@ pub fn previous_keys<'a>(source: &Source, ex: &'a Extracted) -> Vec<&'a str> {
 /// Builds the atomic commit for one poll. `previous` holds the stored data of [`previous_keys`].
 pub fn build_commit(
     source: &Source,
+    current: &SourceMeta,
     ex: &Extracted,
     previous: &HashMap<String, Vec<u8>>,
     now: DateTime<Utc>,
@@ -192,6 +193,7 @@ pub fn build_commit(
     let meta = SourceMeta {
         initialized: true,
         fingerprint: Some(settings),
+        paused: current.paused.clone(),
     };
     Ok(PollCommit {
         source: source.name.clone(),

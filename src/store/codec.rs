@@ -119,6 +119,7 @@ mod tests {
             created_ms: 4,
             last_error: Some("503".into()),
             dead_reason: None,
+            dead_ms: Some(9),
             body: Arc::from(&b"{\"a\":1}"[..]),
         };
         assert_eq!(decode_row(&encode_row(&row)).unwrap(), row);

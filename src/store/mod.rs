@@ -65,6 +65,9 @@ pub struct SourceMeta {
     /// Fingerprint of the extraction settings (items, key, version, ignore, mode) the stored
     /// state was computed with; when they change, the next poll re-baselines.
     pub fingerprint: Option<String>,
+    /// Why the source is paused (operator or flood guard); `None` when it runs.
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 /// Everything loaded for one source at start.
@@ -142,6 +145,9 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     /// Why the row was dead-lettered (dead letters only).
     pub dead_reason: Option<String>,
+    /// When the row was dead-lettered, unix ms (dead letters only).
+    #[serde(default)]
+    pub dead_ms: Option<i64>,
     /// Payload bytes.
     #[serde(skip)]
     pub body: Arc<[u8]>,
@@ -174,6 +180,8 @@ pub enum Settle {
         attempts: u32,
         /// Why.
         reason: String,
+        /// Now, unix ms.
+        now_ms: i64,
     },
 }
 
@@ -184,15 +192,37 @@ pub enum WriteOp {
     Poll(PollCommit),
     /// Outcomes of delivery attempts.
     Settle(Vec<Settle>),
+    /// Replaces a source's metadata (pause / resume).
+    Meta {
+        /// Source name.
+        source: String,
+        /// New metadata.
+        meta: SourceMeta,
+    },
+    /// Moves dead letters back to the outbox, due now with a fresh attempt count; `None`
+    /// revives every dead letter.
+    Revive {
+        /// Dead letter seqs.
+        seqs: Option<Vec<u64>>,
+        /// Now, unix ms.
+        now_ms: i64,
+    },
+    /// Deletes dead letters dead-lettered before `before_ms` (all when `None`).
+    PurgeDead {
+        /// Cut-off, unix ms.
+        before_ms: Option<i64>,
+    },
 }
 
 /// What a [`WriteOp`] produced.
 #[derive(Debug)]
 pub enum WriteResult {
-    /// The outbox rows a poll created.
+    /// The outbox rows a poll created, or the rows revived from the dead letters.
     Rows(Vec<OutboxRow>),
-    /// Settlements applied.
+    /// Settlements or metadata applied.
     Settled,
+    /// Rows deleted.
+    Count(usize),
 }
 
 /// The storage engine interface (design §8). Implementations are blocking; [`Store`] calls

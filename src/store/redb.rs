@@ -114,6 +114,7 @@ impl RedbBackend {
                     created_ms: c.now_ms,
                     last_error: None,
                     dead_reason: None,
+                    dead_ms: None,
                     body: event.body.clone(),
                 };
                 *next_seq += 1;
@@ -154,18 +155,64 @@ impl RedbBackend {
                     seq,
                     attempts,
                     reason,
+                    now_ms,
                 } => {
                     let Some(mut row) = read_row(&outbox, *seq)? else {
                         continue;
                     };
                     row.attempts = *attempts;
                     row.dead_reason = Some(reason.clone());
+                    row.dead_ms = Some(*now_ms);
                     outbox.remove(*seq).map_err(be)?;
                     dead.insert(*seq, encode_row(&row).as_slice()).map_err(be)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl RedbBackend {
+    fn revive(
+        txn: &WriteTransaction,
+        seqs: Option<&[u64]>,
+        now_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut dead = txn.open_table(DEAD).map_err(be)?;
+        let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
+        let wanted: Vec<u64> = match seqs {
+            Some(list) => list.to_vec(),
+            None => read_rows(&dead)?.into_iter().map(|r| r.seq).collect(),
+        };
+        let mut rows = Vec::new();
+        for seq in wanted {
+            let Some(mut row) = read_row(&dead, seq)? else {
+                continue;
+            };
+            dead.remove(seq).map_err(be)?;
+            row.attempts = 0;
+            row.due_ms = now_ms;
+            row.dead_reason = None;
+            row.dead_ms = None;
+            outbox
+                .insert(seq, encode_row(&row).as_slice())
+                .map_err(be)?;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    fn purge(txn: &WriteTransaction, before_ms: Option<i64>) -> Result<usize, StoreError> {
+        let mut dead = txn.open_table(DEAD).map_err(be)?;
+        let doomed: Vec<u64> = read_rows(&dead)?
+            .into_iter()
+            .filter(|r| before_ms.is_none_or(|cut| r.dead_ms.unwrap_or(0) < cut))
+            .map(|r| r.seq)
+            .collect();
+        for seq in &doomed {
+            dead.remove(*seq).map_err(be)?;
+        }
+        Ok(doomed.len())
     }
 }
 
@@ -203,6 +250,21 @@ impl Backend for RedbBackend {
                     WriteOp::Settle(list) => {
                         Self::apply_settle(&txn, list)?;
                         WriteResult::Settled
+                    }
+                    WriteOp::Meta { source, meta } => {
+                        let bytes = serde_json::to_vec(meta)
+                            .map_err(|e| StoreError::Backend(e.to_string()))?;
+                        txn.open_table(SOURCES)
+                            .map_err(be)?
+                            .insert(source.as_str(), bytes.as_slice())
+                            .map_err(be)?;
+                        WriteResult::Settled
+                    }
+                    WriteOp::Revive { seqs, now_ms } => {
+                        WriteResult::Rows(Self::revive(&txn, seqs.as_deref(), *now_ms)?)
+                    }
+                    WriteOp::PurgeDead { before_ms } => {
+                        WriteResult::Count(Self::purge(&txn, *before_ms)?)
                     }
                 });
             }

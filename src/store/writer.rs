@@ -11,7 +11,7 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
-use super::{Backend, OutboxRow, PollCommit, Settle, StoreError, WriteOp, WriteResult};
+use super::{Backend, OutboxRow, PollCommit, Settle, SourceMeta, StoreError, WriteOp, WriteResult};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -58,7 +58,37 @@ impl Store {
     pub async fn commit_poll(&self, commit: PollCommit) -> Result<Vec<OutboxRow>, StoreError> {
         match self.write(WriteOp::Poll(commit)).await? {
             WriteResult::Rows(rows) => Ok(rows),
-            WriteResult::Settled => Ok(Vec::new()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Replaces a source's metadata.
+    pub async fn set_meta(&self, source: &str, meta: SourceMeta) -> Result<(), StoreError> {
+        self.write(WriteOp::Meta {
+            source: source.to_owned(),
+            meta,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Moves dead letters (all when `seqs` is `None`) back to the outbox; returns the rows.
+    pub async fn revive(
+        &self,
+        seqs: Option<Vec<u64>>,
+        now_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        match self.write(WriteOp::Revive { seqs, now_ms }).await? {
+            WriteResult::Rows(rows) => Ok(rows),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes dead letters older than `before_ms` (all when `None`); returns how many.
+    pub async fn purge_dead(&self, before_ms: Option<i64>) -> Result<usize, StoreError> {
+        match self.write(WriteOp::PurgeDead { before_ms }).await? {
+            WriteResult::Count(n) => Ok(n),
+            _ => Ok(0),
         }
     }
 

@@ -162,19 +162,59 @@ async fn poll_failures_are_logged_with_the_source() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let found = tokio::task::spawn_blocking(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("poll failed") && l.contains("things") && l.contains("502"))
+    let lines = stderr_lines(&mut child);
+    let mut child = KillOnDrop(child);
+    let found = wait_for_line(lines, Duration::from_secs(10), |l| {
+        l.contains("poll failed") && l.contains("things") && l.contains("502")
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "no poll failure logged; stderr was:\n{}",
+        found.unwrap_err().join("\n")
+    );
+    terminate(&mut child.0);
+}
+
+/// Kills the child (SIGKILL) when dropped, so a failing test leaves no daemon behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Streams a child's stderr lines from a reader thread.
+fn stderr_lines(child: &mut std::process::Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    let line = tokio::time::timeout(Duration::from_secs(10), found)
-        .await
-        .expect("log line within 10 s")
-        .unwrap();
-    assert!(line.is_some());
-    terminate(&mut child);
+    rx
+}
+
+/// Waits for a line matching `want`; on timeout returns every line seen.
+async fn wait_for_line(
+    mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    limit: Duration,
+    want: impl Fn(&str) -> bool,
+) -> Result<String, Vec<String>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, lines.recv()).await {
+            Ok(Some(line)) if want(&line) => return Ok(line),
+            Ok(Some(line)) => seen.push(line),
+            Ok(None) | Err(_) => return Err(seen),
+        }
+    }
 }
 
 /// SIGTERM with a delivery in flight: exit within 10 s, the event stays pending, and the next

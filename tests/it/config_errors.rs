@@ -187,8 +187,39 @@ fn unsupported_keys_are_rejected_not_ignored() {
     }
     let hosts = format!("hosts:\n  api.github.com:\n    rate: 5000/1h\n{VALID}");
     assert_rejected(&hosts, &[SECRET], &["hosts", "not supported yet"]);
-    let admin = format!("admin:\n  listen: 127.0.0.1:9464\n{VALID}");
-    assert_rejected(&admin, &[SECRET], &["admin", "not supported yet"]);
+}
+
+/// The admin section is validated: a bad listen address names the key.
+#[test]
+fn admin_listen_is_validated() {
+    let admin = format!("admin:\n  listen: localhost-ish\n{VALID}");
+    assert_rejected(
+        &admin,
+        &[SECRET],
+        &["admin.listen", "line 2", "host:port or off"],
+    );
+    let (code, text) = check(
+        &format!("admin:\n  listen: off\n  token: t0k\n{VALID}"),
+        &[SECRET],
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
+/// `secret: { credential: NAME }` reads $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=).
+#[test]
+fn credential_secrets_are_read_from_the_credentials_directory() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("triage"), format!("{}\n", SECRET.1)).unwrap();
+    let yaml = VALID.replace("secret: ${SECRET}", "secret: { credential: triage }");
+    let dir = creds.path().to_str().unwrap();
+    let (code, text) = check(&yaml, &[("CREDENTIALS_DIRECTORY", dir)]);
+    assert_eq!(code, 0, "{text}");
+    assert_rejected(
+        &yaml.replace("triage }", "missing }"),
+        &[("CREDENTIALS_DIRECTORY", dir)],
+        &["destinations.agent.secret", "credential"],
+    );
+    assert_rejected(&yaml, &[], &["CREDENTIALS_DIRECTORY is not set"]);
 }
 
 /// A secret's value never appears in check output, even when it is wrong.

@@ -117,6 +117,8 @@ async fn survives_sigkill_at_random_moments() {
         &config,
         format!(
             "state: ./state.redb
+admin:
+  listen: off
 destinations:
   agent:
     url: {rx}/hook

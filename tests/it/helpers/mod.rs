@@ -46,9 +46,11 @@ pub fn config_in(dir: &Path, yaml: &str) -> Config {
         .unwrap_or_else(|e| panic!("test config invalid: {e}"))
 }
 
-/// A daemon running in this process.
+/// A daemon running in this process, its admin API on a free loopback port.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT` of its admin API.
+    pub admin: String,
     token: CancellationToken,
     handle: Option<JoinHandle<Result<(), pollhook::daemon::DaemonError>>>,
 }
@@ -61,14 +63,28 @@ impl Daemon {
 
     /// Starts a daemon with `yaml` in `dir` (keeps state across restarts).
     pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
+        let path = dir.path().join("bridge.yaml");
+        std::fs::write(&path, yaml).expect("write config");
         let config = config_in(dir.path(), yaml);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind admin");
+        let admin = format!("http://{}", listener.local_addr().expect("addr"));
+        let options = pollhook::daemon::Options {
+            config_path: Some(path),
+            admin_listener: Some(listener),
+        };
         let token = CancellationToken::new();
-        let handle = tokio::spawn(pollhook::daemon::run(config, token.clone()));
+        let handle = tokio::spawn(pollhook::daemon::run(config, options, token.clone()));
         Daemon {
             dir,
+            admin,
             token,
             handle: Some(handle),
         }
+    }
+
+    /// Rewrites its config file (for reload tests).
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("bridge.yaml"), yaml).expect("write config");
     }
 
     /// Stops it (drain included) and returns its temp dir for inspection or a restart.
@@ -145,6 +161,8 @@ pub fn binary() -> PathBuf {
 pub fn simple_yaml(upstream: &str, receiver: &str, extra_source: &str) -> String {
     format!(
         "state: ./state.redb
+admin:
+  listen: off
 destinations:
   agent:
     url: {receiver}/hook
@@ -168,4 +186,13 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
         .arg(child.id().to_string())
         .status();
     child.wait().expect("reap child")
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (for configs read by the real binary).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

@@ -1,4 +1,9 @@
-//! The command line: clap definitions and one small function per subcommand.
+//! The command line: clap definitions and one small function per subcommand. The operator
+//! commands that talk to a running daemon live in `ops.rs`.
+
+mod ops;
+
+pub use ops::{dead, sources, status};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,6 +27,15 @@ pub struct Cli {
     /// Log filter for `run` and `demo` (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, global = true, default_value = "info", env = "POLLHOOK_LOG")]
     pub log_level: String,
+    /// Log format: text for people, json for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "POLLHOOK_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -47,6 +61,72 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Run a self-contained demo: fake upstream, verifying receiver and the daemon, on loopback.
     Demo(DemoArgs),
+    /// Show the running daemon's sources, last polls, errors and outbox.
+    Status(OpsArgs),
+    /// Poll, pause or resume a source of the running daemon.
+    Sources {
+        /// What to do.
+        #[arg(value_enum)]
+        action: SourceAction,
+        /// Source name.
+        name: String,
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
+    /// Inspect, re-send or purge dead letters of the running daemon.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `-c` and `--json` for commands that talk to the daemon's admin API.
+#[derive(Debug, clap::Args)]
+pub struct OpsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pollhook sources ACTION`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SourceAction {
+    /// Poll now (also when paused).
+    Poll,
+    /// Stop polling until resumed (survives restarts).
+    Pause,
+    /// Resume polling.
+    Resume,
+}
+
+/// `pollhook dead ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List dead letters.
+    List(OpsArgs),
+    /// Re-send one dead letter (by id) or all of them (--all).
+    Retry {
+        /// Dead letter id from `dead list`.
+        id: Option<u64>,
+        /// Re-send every dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
+    /// Delete every dead letter.
+    Purge(OpsArgs),
 }
 
 /// `-c bridge.yaml`.
@@ -127,7 +207,11 @@ fn load(path: &Path) -> Result<config::Config, ConfigError> {
 pub async fn run(args: ConfigArg) -> anyhow::Result<()> {
     let config = load(&args.path)?;
     let shutdown = crate::shutdown::on_signals();
-    crate::daemon::run(config, shutdown).await?;
+    let options = crate::daemon::Options {
+        config_path: Some(args.path.clone()),
+        admin_listener: None,
+    };
+    crate::daemon::run(config, options, shutdown).await?;
     Ok(())
 }
 

@@ -1,0 +1,80 @@
+//! Every metric pollhook exports, by name, and the Prometheus recorder. Labels are bounded by
+//! the config: source, destination, outcome, type — never a URL or an event id.
+//!
+//! The `metrics` facade needs one process-wide recorder; it is installed once, the first time a
+//! daemon starts, and shared by every daemon in the process (tests run several).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Build information, value 1, label `version`.
+pub const BUILD_INFO: &str = "pollhook_build_info";
+/// Polls by `source` and `outcome` (changed, unchanged, not_modified, failed).
+pub const POLLS: &str = "pollhook_polls_total";
+/// Poll duration by `source`, seconds.
+pub const POLL_DURATION: &str = "pollhook_poll_duration_seconds";
+/// How late scheduled polls start, by `source`, seconds.
+pub const SCHEDULE_LAG: &str = "pollhook_schedule_lag_seconds";
+/// Changes detected by `source` and `type` (created, updated, deleted).
+pub const CHANGES: &str = "pollhook_changes_total";
+/// Delivery attempts by `destination` and `outcome` (delivered, retry, dead).
+pub const DELIVERIES: &str = "pollhook_deliveries_total";
+/// Detection-to-delivery latency by `destination`, seconds.
+pub const DELIVERY_LATENCY: &str = "pollhook_delivery_latency_seconds";
+/// Pending outbox rows by `destination`.
+pub const OUTBOX_DEPTH: &str = "pollhook_outbox_depth";
+/// Age of the oldest pending row by `destination`, seconds.
+pub const OUTBOX_OLDEST_AGE: &str = "pollhook_outbox_oldest_age_seconds";
+/// Dead letters by `destination`.
+pub const DEAD_LETTERS: &str = "pollhook_dead_letters";
+
+/// Histogram buckets, seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide Prometheus handle, installing the recorder on first use.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(&BUCKETS);
+            // Only an invalid (empty) bucket list fails; BUCKETS is not empty.
+            let recorder = builder.expect("valid buckets").build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "pollhook build information");
+    describe_counter!(POLLS, "Polls by source and outcome");
+    describe_histogram!(POLL_DURATION, Unit::Seconds, "Poll duration");
+    describe_histogram!(
+        SCHEDULE_LAG,
+        Unit::Seconds,
+        "How late scheduled polls start"
+    );
+    describe_counter!(CHANGES, "Changes detected by source and type");
+    describe_counter!(DELIVERIES, "Delivery attempts by destination and outcome");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Detection-to-delivery latency"
+    );
+    describe_gauge!(OUTBOX_DEPTH, "Pending outbox rows");
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending row"
+    );
+    describe_gauge!(DEAD_LETTERS, "Dead letters");
+}

@@ -1,0 +1,111 @@
+//! The admin HTTP API (design §6): health, readiness, Prometheus metrics, and the `/v1`
+//! operator routes behind an optional bearer token. `routes.rs` holds the handlers,
+//! `metrics.rs` every metric name, `client.rs` the CLI's side of the API.
+//!
+//! The server is given its listener (port 0 in tests) and a shutdown token, like the rest of
+//! the daemon.
+
+pub mod client;
+pub mod metrics;
+mod routes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Secret;
+use crate::delivery::{DispatchCmd, RowSender};
+use crate::poller::Control;
+use crate::status::Registry;
+use crate::store::Store;
+
+/// Operator command channels of the running sources, by name (replaced on reload).
+pub type Controls = Arc<RwLock<HashMap<String, mpsc::Sender<Control>>>>;
+
+/// A reload request: the reply carries the problems when the new config was rejected.
+pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;
+
+/// Everything the handlers reach.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Source status and readiness.
+    pub registry: Arc<Registry>,
+    /// State store (dead letters).
+    pub store: Store,
+    /// Per-source command channels.
+    pub controls: Controls,
+    /// Dispatcher commands (statistics).
+    pub dispatch: mpsc::UnboundedSender<DispatchCmd>,
+    /// Hands revived dead letters to the dispatcher.
+    pub rows: RowSender,
+    /// Asks the daemon to reload its config.
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// Bearer token for `/v1`.
+    pub token: Option<Secret>,
+}
+
+/// The router.
+pub fn router(state: AdminState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/sources", get(routes::sources))
+        .route("/v1/sources/{name}", get(routes::source))
+        .route("/v1/sources/{name}/{action}", post(routes::source_action))
+        .route("/v1/outbox", get(routes::outbox))
+        .route("/v1/dead", get(routes::dead).delete(routes::purge_dead))
+        .route("/v1/dead/retry", post(routes::retry_all))
+        .route("/v1/dead/{id}/retry", post(routes::retry_one))
+        .route("/v1/reload", post(routes::reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .merge(v1)
+        .with_state(state)
+}
+
+/// Rejects `/v1` requests without the configured bearer token (constant-time comparison).
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        next.run(req).await
+    } else {
+        let body = axum::Json(
+            serde_json::json!({"error": "missing or wrong bearer token; set admin.token in the CLI's config"}),
+        );
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,227 @@
+//! Admin API handlers. Every body is JSON; errors are `{"error": "..."}` with a fitting status.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::AdminState;
+use super::metrics as m;
+use crate::delivery::{DestStats, DispatchCmd, now_ms};
+use crate::poller::Control;
+use crate::status::rfc3339;
+use crate::store::OutboxRow;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// `GET /readyz`: 200 once the state is open, the config loaded and the scheduler running;
+/// the problems of a rejected reload are listed either way.
+pub async fn readyz(State(s): State<AdminState>) -> Response {
+    let ready = s.registry.is_ready();
+    let body = Json(json!({ "ready": ready, "reload_errors": s.registry.reload_errors() }));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+/// `GET /metrics`: refreshes the outbox and dead-letter gauges, then renders everything.
+pub async fn metrics(State(s): State<AdminState>) -> Response {
+    for d in dispatcher_stats(&s).await {
+        metrics::gauge!(m::OUTBOX_DEPTH, "destination" => d.destination.clone())
+            .set(d.pending as f64);
+        metrics::gauge!(m::OUTBOX_OLDEST_AGE, "destination" => d.destination.clone())
+            .set(d.oldest_pending_age_seconds.unwrap_or(0.0));
+        metrics::gauge!(m::DEAD_LETTERS, "destination" => d.destination).set(0.0);
+    }
+    if let Ok(dead) = s.store.backend().dead() {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        dead.iter()
+            .for_each(|r| *counts.entry(r.destination.clone()).or_default() += 1);
+        for (dest, n) in counts {
+            metrics::gauge!(m::DEAD_LETTERS, "destination" => dest).set(n as f64);
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        m::handle().render(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/sources`.
+pub async fn sources(State(s): State<AdminState>) -> Json<Value> {
+    Json(json!({ "sources": s.registry.sources() }))
+}
+
+/// `GET /v1/sources/{name}`.
+pub async fn source(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    match s.registry.source(&name) {
+        Some(status) => Json(status).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no source named {name:?}")),
+    }
+}
+
+/// `POST /v1/sources/{name}/poll|pause|resume`.
+pub async fn source_action(
+    State(s): State<AdminState>,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    let sender = s.controls.read().ok().and_then(|c| c.get(&name).cloned());
+    let Some(sender) = sender else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no running source named {name:?}"),
+        );
+    };
+    let sent = match action.as_str() {
+        "poll" => {
+            let (tx, rx) = oneshot::channel();
+            if sender.send(Control::PollNow(tx)).await.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "the source is stopping");
+            }
+            rx.await.map(Ok)
+        }
+        "pause" | "resume" => {
+            let (tx, rx) = oneshot::channel();
+            let cmd = if action == "pause" {
+                Control::Pause("paused by operator".into(), tx)
+            } else {
+                Control::Resume(tx)
+            };
+            if sender.send(cmd).await.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "the source is stopping");
+            }
+            rx.await.map(|r| r.map(|()| action.clone()))
+        }
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}; use poll, pause or resume"),
+            );
+        }
+    };
+    match sent {
+        Ok(Ok(result)) => Json(json!({ "source": name, "result": result })).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the source stopped before answering",
+        ),
+    }
+}
+
+async fn dispatcher_stats(s: &AdminState) -> Vec<DestStats> {
+    let (tx, rx) = oneshot::channel();
+    if s.dispatch.send(DispatchCmd::Stats(tx)).is_err() {
+        return Vec::new();
+    }
+    rx.await.unwrap_or_default()
+}
+
+/// `GET /v1/outbox`: depth and oldest pending age, in total and per destination.
+pub async fn outbox(State(s): State<AdminState>) -> Json<Value> {
+    let stats = dispatcher_stats(&s).await;
+    let depth: usize = stats.iter().map(|d| d.pending).sum();
+    let oldest = stats
+        .iter()
+        .filter_map(|d| d.oldest_pending_age_seconds)
+        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    Json(json!({ "depth": depth, "oldest_pending_age_seconds": oldest, "destinations": stats }))
+}
+
+fn dead_json(row: &OutboxRow) -> Value {
+    json!({
+        "id": row.seq,
+        "event_id": row.event_id,
+        "destination": row.destination,
+        "source": row.source,
+        "key": row.key,
+        "revision": row.revision,
+        "attempts": row.attempts,
+        "reason": row.dead_reason,
+        "last_error": row.last_error,
+        "detected_at": chrono::DateTime::from_timestamp_millis(row.created_ms).map(rfc3339),
+        "dead_at": row.dead_ms.and_then(chrono::DateTime::from_timestamp_millis).map(rfc3339),
+    })
+}
+
+/// `GET /v1/dead`.
+pub async fn dead(State(s): State<AdminState>) -> Response {
+    match s.store.backend().dead() {
+        Ok(rows) => {
+            Json(json!({ "dead": rows.iter().map(dead_json).collect::<Vec<_>>() })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn revive(s: &AdminState, seqs: Option<Vec<u64>>) -> Response {
+    match s.store.revive(seqs, now_ms()).await {
+        Ok(rows) => {
+            let ids: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+            if !rows.is_empty() {
+                let _ = s.rows.send(rows);
+            }
+            Json(json!({ "retried": ids })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /v1/dead/{id}/retry`.
+pub async fn retry_one(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
+    let exists = s
+        .store
+        .backend()
+        .dead()
+        .map(|rows| rows.iter().any(|r| r.seq == id))
+        .unwrap_or(false);
+    if !exists {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter with id {id}"),
+        );
+    }
+    revive(&s, Some(vec![id])).await
+}
+
+/// `POST /v1/dead/retry`.
+pub async fn retry_all(State(s): State<AdminState>) -> Response {
+    revive(&s, None).await
+}
+
+/// `DELETE /v1/dead`.
+pub async fn purge_dead(State(s): State<AdminState>) -> Response {
+    match s.store.purge_dead(None).await {
+        Ok(n) => Json(json!({ "purged": n })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /v1/reload`: validates and applies the config file; 422 with every problem when it is
+/// rejected (the old config keeps running).
+pub async fn reload(State(s): State<AdminState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if s.reload.send(tx).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
+    match rx.await {
+        Ok(Ok(())) => Json(json!({ "reloaded": true })).into_response(),
+        Ok(Err(problems)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "reloaded": false, "errors": problems })),
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon stopped before answering",
+        ),
+    }
+}

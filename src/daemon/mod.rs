@@ -1,0 +1,357 @@
+//! Wiring and start/stop order of `pollhook run`, live reload, and supervision.
+//!
+//! Start: open the store → load pending outbox rows into the dispatcher → start the settle
+//! writer and dispatcher → bind the admin API → start one task per source → READY=1.
+//! Reload (SIGHUP or `POST /v1/reload`): validate the file first; a rejected file leaves the old
+//! config running and its problems on `/readyz`; an accepted one updates destinations in the
+//! dispatcher and starts, stops or restarts only the sources that changed. Pending outbox rows
+//! are never dropped. Stop (token cancelled): STOPPING=1, sources stop at once, the dispatcher
+//! drains in-flight deliveries up to [`DRAIN_DEADLINE`], the settle writer flushes, the store
+//! closes. A task that dies brings the daemon down with its name, so its supervisor restarts it.
+
+mod sources;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState, Controls, ReloadRequest};
+use crate::config::{self, Config};
+use crate::delivery::{DispatchCmd, Dispatcher, now_ms, send, settle_loop};
+use crate::poller::{self, PollContext};
+use crate::shutdown::DRAIN_DEADLINE;
+use crate::status::Registry;
+use crate::store::{self, Store, StoreError};
+use sources::SourceSet;
+
+/// How often expired dead letters are purged (when `dead_letter_max_age` is set).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An HTTP client could not be built (TLS roots unavailable).
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// The admin API could not listen.
+    #[error("cannot listen for the admin API on {addr}; change admin.listen or set it to off")]
+    Admin {
+        /// Address.
+        addr: String,
+        /// Bind error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task ended when it should not have.
+    #[error(
+        "task {0} stopped unexpectedly; pollhook is stopping so that its supervisor restarts it"
+    )]
+    TaskDied(String),
+}
+
+/// How the daemon is started.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The config file, for reloads (`None`: reload is refused).
+    pub config_path: Option<PathBuf>,
+    /// A listener for the admin API instead of binding `admin.listen` (tests pass port 0).
+    pub admin_listener: Option<std::net::TcpListener>,
+}
+
+/// Runs pollhook with `config` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let store = store::open(&config.state)?;
+    let registry = Arc::new(Registry::default());
+    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+    let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+    let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
+    let mut dispatcher = Dispatcher::new(
+        &config.destinations.values().cloned().collect::<Vec<_>>(),
+        send::client().map_err(DaemonError::Client)?,
+        settle_tx,
+    );
+    let pending = store.backend().pending()?;
+    let resumed = pending.len();
+    pending.into_iter().for_each(|row| dispatcher.add(row));
+    let settle_task = tokio::spawn(settle_loop(store.clone(), settle_rx));
+    let dispatch_stop = CancellationToken::new();
+    let dispatch_task =
+        tokio::spawn(dispatcher.run(rows_rx, dispatch_rx, dispatch_stop.clone(), DRAIN_DEADLINE));
+
+    let controls: Controls = Arc::new(RwLock::new(HashMap::new()));
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let admin_stop = CancellationToken::new();
+    let admin_state = AdminState {
+        registry: registry.clone(),
+        store: store.clone(),
+        controls: controls.clone(),
+        dispatch: dispatch_tx.clone(),
+        rows: rows_tx.clone(),
+        reload: reload_tx,
+        token: config.admin.token.clone(),
+    };
+    let admin_task = start_admin(
+        &config,
+        options.admin_listener,
+        admin_state,
+        admin_stop.clone(),
+    )
+    .await?;
+
+    let ctx = Arc::new(PollContext {
+        store: store.clone(),
+        client: poller::client().map_err(DaemonError::Client)?,
+        rows: rows_tx,
+        registry: registry.clone(),
+    });
+    let (exit_tx, exit_rx) = mpsc::unbounded_channel();
+    let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);
+    for source in config.sources.values() {
+        sources.start(source.clone())?;
+    }
+    registry.set_ready(true);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(sources = sources.len(), destinations = config.destinations.len(), resumed_deliveries = resumed, state = %config.state.display(), "pollhook running");
+
+    let mut daemon = Daemon {
+        config,
+        path: options.config_path,
+        store: store.clone(),
+        registry: registry.clone(),
+        dispatch: dispatch_tx,
+        sources,
+    };
+    let died = daemon
+        .supervise(&shutdown, reload_rx, exit_rx, dispatch_task)
+        .await;
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    registry.set_ready(false);
+    shutdown.cancel();
+    daemon.sources.stop_all().await;
+    dispatch_stop.cancel();
+    if let Some(task) = died.1 {
+        let _ = task.await;
+    }
+    let _ = settle_task.await;
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    drop(daemon);
+    store.close().await;
+    tracing::info!("pollhook stopped");
+    match died.0 {
+        Some(what) => {
+            tracing::error!(task = %what, "task died");
+            Err(DaemonError::TaskDied(what))
+        }
+        None => Ok(()),
+    }
+}
+
+async fn start_admin(
+    config: &Config,
+    given: Option<std::net::TcpListener>,
+    state: AdminState,
+    stop: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let listener = match (given, config.admin.listen) {
+        (Some(l), _) => {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .map_err(|source| DaemonError::Admin { addr, source })?
+        }
+        (None, Some(addr)) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Admin {
+                addr: addr.to_string(),
+                source,
+            })?,
+        (None, None) => return Ok(None),
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, token = state.token.is_some(), "admin API listening");
+    }
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = admin::serve(listener, state, stop).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    })))
+}
+
+/// The running daemon's mutable parts.
+struct Daemon {
+    config: Config,
+    path: Option<PathBuf>,
+    store: Store,
+    registry: Arc<Registry>,
+    dispatch: mpsc::UnboundedSender<DispatchCmd>,
+    sources: SourceSet,
+}
+
+/// What ended supervision: the name of a task that died, and the dispatcher task if it is still
+/// to be awaited.
+type Ended = (Option<String>, Option<tokio::task::JoinHandle<()>>);
+
+impl Daemon {
+    /// Waits for a stop signal, a reload, a task death, or a timer (watchdog, housekeeping).
+    async fn supervise(
+        &mut self,
+        shutdown: &CancellationToken,
+        mut reloads: mpsc::Receiver<ReloadRequest>,
+        mut exits: mpsc::UnboundedReceiver<sources::Exit>,
+        mut dispatch_task: tokio::task::JoinHandle<()>,
+    ) -> Ended {
+        let mut hup = hangups();
+        let watchdog = sd_notify::watchdog_enabled()
+            .map(|d| d / 2)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut watchdog = tokio::time::interval(watchdog);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return (None, Some(dispatch_task)),
+                Some((name, asked)) = exits.recv() => {
+                    if !asked && !shutdown.is_cancelled() {
+                        return (Some(format!("source {name}")), Some(dispatch_task));
+                    }
+                }
+                done = &mut dispatch_task => {
+                    let why = done.err().map_or("returned".to_owned(), |e| e.to_string());
+                    return (Some(format!("dispatcher ({why})")), None);
+                }
+                Some(reply) = reloads.recv() => {
+                    let _ = reply.send(self.reload().await);
+                }
+                Some(()) = recv_hangup(&mut hup) => {
+                    let _ = self.reload().await;
+                }
+                _ = watchdog.tick() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                _ = housekeeping.tick() => self.housekeeping().await,
+            }
+        }
+    }
+
+    /// Validates the config file and applies it, or keeps the old one and reports why.
+    async fn reload(&mut self) -> Result<(), Vec<String>> {
+        let result = self.try_reload().await;
+        match &result {
+            Ok(()) => self.registry.set_reload_errors(Vec::new()),
+            Err(problems) => {
+                tracing::error!(problems = %problems.join("; "), "config reload rejected; the previous config keeps running");
+                self.registry.set_reload_errors(problems.clone());
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<(), Vec<String>> {
+        let path = self.path.clone().ok_or_else(|| {
+            vec!["this daemon was started without a config file; nothing to reload".to_owned()]
+        })?;
+        let new = config::load(&path).map_err(|e| match e.problems().as_slice() {
+            [] => vec![e.to_string()],
+            list => list.iter().map(|p| p.to_string()).collect(),
+        })?;
+        if new.state != self.config.state {
+            return Err(vec![format!(
+                "state: changing the state file ({}) needs a restart",
+                new.state.display()
+            )]);
+        }
+        if new.admin != self.config.admin {
+            tracing::warn!("admin settings changed; they take effect at the next restart");
+        }
+        let known: HashSet<&String> = self.config.destinations.keys().collect();
+        let added: HashSet<&String> = new
+            .destinations
+            .keys()
+            .filter(|d| !known.contains(d))
+            .collect();
+        let rows = if added.is_empty() {
+            Vec::new()
+        } else {
+            let pending = self
+                .store
+                .backend()
+                .pending()
+                .map_err(|e| vec![e.to_string()])?;
+            pending
+                .into_iter()
+                .filter(|r| added.contains(&r.destination))
+                .collect()
+        };
+        let _ = self.dispatch.send(DispatchCmd::Destinations {
+            dests: new.destinations.values().cloned().collect(),
+            rows,
+        });
+        let changes = self
+            .sources
+            .reconcile(&new.sources)
+            .await
+            .map_err(|e| vec![e.to_string()])?;
+        tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, "config reloaded");
+        self.config = Config {
+            admin: self.config.admin.clone(),
+            ..new
+        };
+        Ok(())
+    }
+
+    /// Purges dead letters older than `dead_letter_max_age`.
+    async fn housekeeping(&self) {
+        let Some(max_age) = self.config.dead_letter_max_age else {
+            return;
+        };
+        let cut = now_ms() - max_age.as_millis() as i64;
+        match self.store.purge_dead(Some(cut)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired dead letters purged"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge expired dead letters"),
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+#[cfg(unix)]
+fn hangups() -> Hangups {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Hangups {
+    None
+}
+
+#[cfg(unix)]
+async fn recv_hangup(hup: &mut Hangups) -> Option<()> {
+    match hup {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hangup(_: &mut Hangups) -> Option<()> {
+    std::future::pending().await
+}

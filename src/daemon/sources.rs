@@ -1,0 +1,150 @@
+//! The running sources: one task per source, started, stopped and restarted as the config
+//! changes. A task reports its exit on a channel, so the daemon can tell a stop it asked for
+//! from a task that died.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Controls;
+use crate::config::Source;
+use crate::poller::{PollContext, Poller};
+use crate::store::StoreError;
+
+/// How many operator commands may queue for one source.
+const CONTROL_QUEUE: usize = 16;
+
+/// A task's exit: (source name, whether it was asked to stop).
+pub type Exit = (String, bool);
+
+struct Running {
+    source: Arc<Source>,
+    token: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// The set of running source tasks.
+pub struct SourceSet {
+    running: HashMap<String, Running>,
+    ctx: Arc<PollContext>,
+    controls: Controls,
+    root: CancellationToken,
+    exits: mpsc::UnboundedSender<Exit>,
+}
+
+/// What a reconcile changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Sources started.
+    pub added: Vec<String>,
+    /// Sources stopped (their state is kept).
+    pub removed: Vec<String>,
+    /// Sources restarted with new settings.
+    pub changed: Vec<String>,
+}
+
+impl SourceSet {
+    /// An empty set; tasks get child tokens of `root` and report exits on `exits`.
+    pub fn new(
+        ctx: Arc<PollContext>,
+        controls: Controls,
+        root: CancellationToken,
+        exits: mpsc::UnboundedSender<Exit>,
+    ) -> Self {
+        SourceSet {
+            running: HashMap::new(),
+            ctx,
+            controls,
+            root,
+            exits,
+        }
+    }
+
+    /// Starts a task for `source`, loading its stored state.
+    pub fn start(&mut self, source: Arc<Source>) -> Result<(), StoreError> {
+        let poller = Poller::load(source.clone(), &self.ctx.store)?;
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        let token = self.root.child_token();
+        let (ctx, task_token, exits, name) = (
+            self.ctx.clone(),
+            token.clone(),
+            self.exits.clone(),
+            source.name.clone(),
+        );
+        let handle = tokio::spawn(async move {
+            poller.run(ctx, rx, task_token.clone()).await;
+            let _ = exits.send((name, task_token.is_cancelled()));
+        });
+        if let Ok(mut controls) = self.controls.write() {
+            controls.insert(source.name.clone(), tx);
+        }
+        self.running.insert(
+            source.name.clone(),
+            Running {
+                source,
+                token,
+                handle,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a source's task and waits for it to end (a poll in flight is abandoned; its commit
+    /// either landed or did not, and the next task reloads the stored state).
+    pub async fn stop(&mut self, name: &str) {
+        if let Ok(mut controls) = self.controls.write() {
+            controls.remove(name);
+        }
+        if let Some(r) = self.running.remove(name) {
+            r.token.cancel();
+            let _ = r.handle.await;
+        }
+        self.ctx.registry.remove(name);
+    }
+
+    /// Brings the running set in line with `sources`.
+    pub async fn reconcile(
+        &mut self,
+        sources: &BTreeMap<String, Arc<Source>>,
+    ) -> Result<Changes, StoreError> {
+        let mut changes = Changes::default();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            match sources.get(&name) {
+                None => {
+                    self.stop(&name).await;
+                    changes.removed.push(name);
+                }
+                Some(new) if **new != *self.running[&name].source => {
+                    self.stop(&name).await;
+                    self.start(new.clone())?;
+                    changes.changed.push(name);
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, source) in sources {
+            if !self.running.contains_key(name) {
+                self.start(source.clone())?;
+                changes.added.push(name.clone());
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Stops every task.
+    pub async fn stop_all(&mut self) {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+
+    /// Number of running sources.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+}

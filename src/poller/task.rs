@@ -1,0 +1,161 @@
+//! The per-source task: waits for the next fire or an operator command, polls, reports the
+//! outcome to the status registry and metrics, and moves the schedule on (with failure backoff).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{PollContext, PollError, PollOutcome, Poller, error_chain};
+use crate::admin::metrics as m;
+use crate::schedule::{failure_backoff, jitter};
+use crate::status::{outcome, rfc3339};
+
+/// An operator command for one source.
+#[derive(Debug)]
+pub enum Control {
+    /// Poll now (even when paused); the reply is the outcome in words.
+    PollNow(oneshot::Sender<String>),
+    /// Pause with a reason; polls stop until resumed.
+    Pause(String, oneshot::Sender<Result<(), String>>),
+    /// Resume a paused source.
+    Resume(oneshot::Sender<Result<(), String>>),
+}
+
+fn chrono_of(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+async fn sleep_until(at: DateTime<Utc>) {
+    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::sleep(wait).await;
+}
+
+impl Poller {
+    /// Polls on the source's schedule, and on operator command, until `shutdown`.
+    pub async fn run(
+        mut self,
+        ctx: Arc<PollContext>,
+        mut control: mpsc::Receiver<Control>,
+        shutdown: CancellationToken,
+    ) {
+        let name = self.source.name.clone();
+        let schedule = self.source.schedule.clone();
+        let mut base = schedule.first(&name, Utc::now());
+        let mut failures = 0u32;
+        let live = self.live_items();
+        let paused = self.paused().map(str::to_owned);
+        ctx.registry.update(&name, |s| {
+            s.schedule = format!("{schedule:?}");
+            s.items = live;
+            s.paused = paused;
+        });
+        loop {
+            let fire = base
+                + chrono_of(jitter(
+                    schedule.interval(base),
+                    self.source.jitter,
+                    rand::random::<f64>(),
+                ));
+            ctx.registry
+                .update(&name, |s| s.next_poll = Some(rfc3339(fire)));
+            let forced = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sleep_until(fire) => None,
+                Some(cmd) = control.recv() => match cmd {
+                    Control::PollNow(reply) => Some(reply),
+                    Control::Pause(reason, reply) => {
+                        let _ = reply.send(self.pause(&ctx, Some(reason)).await);
+                        continue;
+                    }
+                    Control::Resume(reply) => {
+                        let _ = reply.send(self.pause(&ctx, None).await);
+                        continue;
+                    }
+                },
+            };
+            if forced.is_none() {
+                let lag = (Utc::now() - fire).to_std().unwrap_or(Duration::ZERO);
+                metrics::histogram!(m::SCHEDULE_LAG, "source" => name.clone())
+                    .record(lag.as_secs_f64());
+            }
+            if forced.is_none() && self.paused().is_some() {
+                base = schedule.next_after(base, Utc::now());
+                continue;
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.poll(&ctx) => r,
+            };
+            let said = self.report(&ctx, &result, started.elapsed(), failures);
+            failures = if result.is_ok() { 0 } else { failures + 1 };
+            if let Some(reply) = forced {
+                let _ = reply.send(said);
+                continue; // an operator poll does not move the schedule
+            }
+            let now = Utc::now();
+            base = schedule.next_after(base, now);
+            if failures > 0 {
+                let backoff = failure_backoff(schedule.interval(now), failures - 1);
+                base = base.max(now + chrono_of(backoff));
+            }
+        }
+    }
+
+    async fn pause(&mut self, ctx: &PollContext, reason: Option<String>) -> Result<(), String> {
+        let store = ctx.store.clone();
+        self.set_paused(&store, reason.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(source = %self.source.name, paused = ?reason, "source pause state changed");
+        ctx.registry
+            .update(&self.source.name, |s| s.paused = reason);
+        Ok(())
+    }
+
+    /// Records a poll's outcome in logs, metrics and the registry; returns it in words.
+    fn report(
+        &self,
+        ctx: &PollContext,
+        result: &Result<PollOutcome, PollError>,
+        took: Duration,
+        failures_before: u32,
+    ) -> String {
+        let name = &self.source.name;
+        let now = rfc3339(Utc::now());
+        metrics::histogram!(m::POLL_DURATION, "source" => name.clone()).record(took.as_secs_f64());
+        let (label, said, events) = match result {
+            Ok(PollOutcome::Unchanged) => (outcome::UNCHANGED, "unchanged".to_owned(), 0),
+            Ok(PollOutcome::Changed(n)) => {
+                (outcome::CHANGED, format!("changed: {n} events queued"), *n)
+            }
+            Err(e) => (outcome::FAILED, format!("failed: {}", error_chain(e)), 0),
+        };
+        metrics::counter!(m::POLLS, "source" => name.clone(), "outcome" => label).increment(1);
+        match result {
+            Ok(o) => tracing::debug!(source = %name, outcome = ?o, "polled"),
+            Err(e) => {
+                tracing::warn!(source = %name, failures = failures_before + 1, error = %error_chain(e), "poll failed; state unchanged")
+            }
+        }
+        let live = self.live_items();
+        ctx.registry.update(name, |s| {
+            s.polls += 1;
+            s.events += events as u64;
+            s.items = live;
+            s.last_poll = Some(now.clone());
+            s.last_outcome = Some(label.to_owned());
+            if result.is_ok() {
+                s.consecutive_failures = 0;
+            } else {
+                s.consecutive_failures = failures_before + 1;
+                s.last_error = Some(said.clone());
+                s.last_error_at = Some(now);
+            }
+        });
+        said
+    }
+}

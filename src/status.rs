@@ -1,0 +1,125 @@
+//! What each source is doing, as the admin API and `pollhook status` show it. Pollers write
+//! their own entry after every poll; the admin API reads. Also the daemon-wide readiness flag and
+//! the errors of the last rejected reload.
+//!
+//! Design notes: one `RwLock` around a small map, held only to copy or update one entry; no
+//! lock is held across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+/// Outcome of a poll as reported (and used as a metric label).
+pub mod outcome {
+    /// Items changed; events were queued.
+    pub const CHANGED: &str = "changed";
+    /// Nothing changed.
+    pub const UNCHANGED: &str = "unchanged";
+    /// Upstream answered 304 Not Modified.
+    pub const NOT_MODIFIED: &str = "not_modified";
+    /// The poll failed; state untouched.
+    pub const FAILED: &str = "failed";
+}
+
+/// One source's status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStatus {
+    /// Source name.
+    pub name: String,
+    /// `every 1m` or `cron "*/5 * * * *"`.
+    pub schedule: String,
+    /// Why the source is paused, if it is.
+    pub paused: Option<String>,
+    /// When the last poll finished.
+    pub last_poll: Option<String>,
+    /// `changed`, `unchanged`, `not_modified` or `failed`.
+    pub last_outcome: Option<String>,
+    /// The last failure's message (kept after a success, with `last_error_at`).
+    pub last_error: Option<String>,
+    /// When the last failure happened.
+    pub last_error_at: Option<String>,
+    /// Failures in a row (0 after a success).
+    pub consecutive_failures: u32,
+    /// When the next poll is due.
+    pub next_poll: Option<String>,
+    /// Polls since start.
+    pub polls: u64,
+    /// Events queued since start.
+    pub events: u64,
+    /// Live items in the stored state.
+    pub items: usize,
+}
+
+/// Formats a time for the API.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Shared daemon status.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sources: RwLock<BTreeMap<String, SourceStatus>>,
+    ready: AtomicBool,
+    reload_errors: RwLock<Vec<String>>,
+}
+
+impl Registry {
+    /// Applies `f` to a source's entry, creating it when missing.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
+        if let Ok(mut map) = self.sources.write() {
+            let entry = map.entry(name.to_owned()).or_insert_with(|| SourceStatus {
+                name: name.to_owned(),
+                ..Default::default()
+            });
+            f(entry);
+        }
+    }
+
+    /// Removes a source's entry (the source left the config).
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut map) = self.sources.write() {
+            map.remove(name);
+        }
+    }
+
+    /// Every source's status, by name.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.sources
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One source's status.
+    pub fn source(&self, name: &str) -> Option<SourceStatus> {
+        self.sources.read().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    /// Marks the daemon ready (state open, admin listening, scheduler running) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the daemon is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Records the problems of a rejected reload (empty after a successful one).
+    pub fn set_reload_errors(&self, errors: Vec<String>) {
+        if let Ok(mut e) = self.reload_errors.write() {
+            *e = errors;
+        }
+    }
+
+    /// Problems of the last rejected reload.
+    pub fn reload_errors(&self) -> Vec<String> {
+        self.reload_errors
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+}
