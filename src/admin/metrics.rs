@@ -78,3 +78,24 @@ fn describe() {
     );
     describe_gauge!(DEAD_LETTERS, "Dead letters");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_metrics_are_rendered() {
+        let h = handle();
+        metrics::counter!(POLLS, "source" => "unit", "outcome" => "changed").increment(1);
+        let t = std::thread::spawn(|| {
+            metrics::counter!(POLLS, "source" => "unit2", "outcome" => "failed").increment(1)
+        });
+        t.join().unwrap();
+        let text = h.render();
+        assert!(
+            text.contains("pollhook_polls_total{source=\"unit\",outcome=\"changed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("source=\"unit2\""), "{text}");
+    }
+}

@@ -71,6 +71,8 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    // Install the metrics recorder before anything records.
+    let _ = admin::metrics::handle();
     let store = store::open(&config.state)?;
     let registry = Arc::new(Registry::default());
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();

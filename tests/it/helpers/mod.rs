@@ -196,3 +196,21 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Calls a daemon's admin API; returns (status, JSON body or the text as a JSON string).
+pub async fn admin(method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
+    pollhook::poller::install_crypto();
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method, url).timeout(Duration::from_secs(30));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
