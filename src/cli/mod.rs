@@ -209,7 +209,7 @@ pub async fn run(args: ConfigArg) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals();
     let options = crate::daemon::Options {
         config_path: Some(args.path.clone()),
-        admin_listener: None,
+        ..Default::default()
     };
     crate::daemon::run(config, options, shutdown).await?;
     Ok(())

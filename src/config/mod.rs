@@ -30,6 +30,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_str(&text, path, &|name| std::env::var(name).ok())
 }
 
+/// Reads and validates the config file at `path` with an injected environment.
+pub fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, path, env)
+}
+
 /// Validates config text; `path` names the file in messages and anchors relative paths.
 pub fn load_str(
     text: &str,

@@ -56,11 +56,16 @@ pub enum DaemonError {
     TaskDied(String),
 }
 
+/// Looks up environment variables for `${VAR}` expansion on reload.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How the daemon is started.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Options {
     /// The config file, for reloads (`None`: reload is refused).
     pub config_path: Option<PathBuf>,
+    /// Environment for reloads (default: the process environment).
+    pub env: Option<EnvLookup>,
     /// A listener for the admin API instead of binding `admin.listen` (tests pass port 0).
     pub admin_listener: Option<std::net::TcpListener>,
 }
@@ -129,6 +134,7 @@ pub async fn run(
     let mut daemon = Daemon {
         config,
         path: options.config_path,
+        env: options.env,
         store: store.clone(),
         registry: registry.clone(),
         dispatch: dispatch_tx,
@@ -198,6 +204,7 @@ async fn start_admin(
 struct Daemon {
     config: Config,
     path: Option<PathBuf>,
+    env: Option<EnvLookup>,
     store: Store,
     registry: Arc<Registry>,
     dispatch: mpsc::UnboundedSender<DispatchCmd>,
@@ -267,7 +274,11 @@ impl Daemon {
         let path = self.path.clone().ok_or_else(|| {
             vec!["this daemon was started without a config file; nothing to reload".to_owned()]
         })?;
-        let new = config::load(&path).map_err(|e| match e.problems().as_slice() {
+        let loaded = match &self.env {
+            Some(env) => config::load_with(&path, env.as_ref()),
+            None => config::load(&path),
+        };
+        let new = loaded.map_err(|e| match e.problems().as_slice() {
             [] => vec![e.to_string()],
             list => list.iter().map(|p| p.to_string()).collect(),
         })?;

@@ -9,4 +9,6 @@ mod delivery;
 mod detection;
 mod durability;
 mod fetch_failures;
+mod ops;
 mod ordering;
+mod reload;

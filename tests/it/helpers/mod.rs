@@ -68,8 +68,11 @@ impl Daemon {
         let config = config_in(dir.path(), yaml);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind admin");
         let admin = format!("http://{}", listener.local_addr().expect("addr"));
+        let env: pollhook::daemon::EnvLookup =
+            std::sync::Arc::new(|name: &str| (name == "SECRET").then(|| SECRET.to_owned()));
         let options = pollhook::daemon::Options {
             config_path: Some(path),
+            env: Some(env),
             admin_listener: Some(listener),
         };
         let token = CancellationToken::new();
