@@ -5,16 +5,19 @@
 //! `validated.rs`, `check.rs` is the problem collector, `env.rs` the `${VAR}` expander.
 
 mod check;
+mod destination;
 pub mod env;
 mod error;
 mod raw;
+mod source;
 mod validate;
 mod validated;
 
 use std::path::Path;
 
+pub use destination::standard_key;
 pub use error::{ConfigError, Problem};
-pub use validate::{DEFAULT_RETRY, standard_key};
+pub use validate::DEFAULT_RETRY;
 pub use validated::{
     Admin, Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Request, Secret,
     SignatureMode, Source,
