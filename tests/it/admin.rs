@@ -269,3 +269,34 @@ async fn metrics_cover_polls_changes_and_deliveries() {
     assert!(!text.contains("evt_"), "an event id leaked into metrics");
     d.stop().await;
 }
+
+/// `dead_letter_max_age` purges older dead letters (housekeeping runs at start, then hourly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_dead_letters_are_purged() {
+    let up = Upstream::start(&json!([{"id":1}]).to_string()).await;
+    let rx = receiver(400).await;
+    let yaml = simple_yaml(&up.url, &rx.uri(), "    on_first_poll: emit\n");
+    let d = Daemon::start(&yaml);
+    let dead = format!("{}/v1/dead", d.admin);
+    wait_until(T, "a dead letter", || async {
+        admin("GET", &dead, None).await.1["dead"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 1
+    })
+    .await;
+    let dir = d.stop().await;
+    let d = Daemon::start_in(
+        dir,
+        &yaml.replace(
+            "state: ./state.redb",
+            "state: ./state.redb\ndead_letter_max_age: 1ms",
+        ),
+    );
+    let dead = format!("{}/v1/dead", d.admin);
+    wait_until(T, "expired dead letter purged", || async {
+        admin("GET", &dead, None).await.1["dead"] == json!([])
+    })
+    .await;
+    d.stop().await;
+}
