@@ -17,6 +17,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use support::serve;
+
+mod support;
 
 const ITEMS: usize = 10;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -105,13 +108,6 @@ async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> axum::http::St
     axum::http::StatusCode::NO_CONTENT
 }
 
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 fn config(sources: usize, up: &str, rx: &str) -> String {
     let mut y = format!(
         "state: ./state.redb\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\nsources:\n"
@@ -192,17 +188,11 @@ fn stop(mut child: Child) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return; // `cargo test --benches` runs bench binaries with --test: nothing to check here.
+    if support::invoked_as_test() {
+        return;
     }
-    let sources: usize = std::env::var("LOAD_SOURCES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let seconds: u64 = std::env::var("LOAD_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let sources = support::env_number("LOAD_SOURCES", 1000);
+    let seconds = support::env_number("LOAD_SECONDS", 30) as u64;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

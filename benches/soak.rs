@@ -15,6 +15,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use serde_json::json;
+use support::serve;
+
+mod support;
 
 const SOURCES: usize = 20;
 const ITEMS: usize = 50;
@@ -39,21 +42,11 @@ async fn receive(State(c): State<Arc<Counters>>) -> axum::http::StatusCode {
     axum::http::StatusCode::NO_CONTENT
 }
 
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    if support::invoked_as_test() {
         return;
     }
-    let target: usize = std::env::var("SOAK_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150_000);
+    let target = support::env_number("SOAK_EVENTS", 150_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

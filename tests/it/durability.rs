@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, binary, terminate, wait_until};
+use crate::helpers::{SECRET, binary, serve, simple_yaml, terminate, wait_until};
 
 const KEYS: u64 = 12;
 const ROUNDS: usize = 20;
@@ -69,13 +69,6 @@ async fn receive(State(w): State<Shared>, headers: HeaderMap, body: Bytes) -> St
     }
 }
 
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 fn spawn(config: &std::path::Path) -> Child {
     Command::new(binary())
         .args(["run", "-c"])
@@ -113,29 +106,10 @@ async fn survives_sigkill_at_random_moments() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bridge.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "state: ./state.redb
-admin:
-  listen: off
-destinations:
-  agent:
-    url: {rx}/hook
-    secret: ${{SECRET}}
-    retry: [50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms, 50ms]
-sources:
-  things:
-    url: {up}/things
-    every: 100ms
-    jitter: 0%
-    key: /id
-    on_first_poll: emit
-    to: [agent]
-"
-        ),
-    )
-    .unwrap();
+    let retry = format!("retry: [{}]", vec!["50ms"; 20].join(", "));
+    let yaml = simple_yaml(&up, &rx, "    on_first_poll: emit\n")
+        .replace("retry: [200ms, 200ms, 200ms]", &retry);
+    std::fs::write(&config, yaml).unwrap();
 
     let mutator_world = world.clone();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -217,3 +217,13 @@ pub async fn admin(method: &str, url: &str, token: Option<&str>) -> (u16, Value)
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// Serves `app` on a free loopback port; returns its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    url
+}

@@ -40,11 +40,7 @@ impl Upstream {
         let app = Router::new()
             .route("/things", get(serve))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let url = super::serve(app).await;
         Upstream { url, shared }
     }
 
