@@ -131,8 +131,8 @@ pub struct RawSource {
     pub paginate: Unsupported,
     /// Page limit (not supported yet).
     pub max_pages: Unsupported,
-    /// Conditional requests switch (not supported yet).
-    pub conditional: Unsupported,
+    /// Send If-None-Match / If-Modified-Since (default true).
+    pub conditional: Option<bool>,
     /// Flood guard (not supported yet).
     pub max_changes: Unsupported,
     /// JSON Pointer to the items array.

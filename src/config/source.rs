@@ -28,7 +28,6 @@ pub(super) fn source(
         ("rate", &s.rate),
         ("paginate", &s.paginate),
         ("max_pages", &s.max_pages),
-        ("conditional", &s.conditional),
         ("max_changes", &s.max_changes),
     ] {
         ck.unsupported(&p(key), value);
@@ -113,6 +112,7 @@ fn request(
             .timeout
             .as_ref()
             .map_or(Some(defaults.timeout), |t| ck.duration(&p("timeout"), t))?,
+        conditional: s.conditional.unwrap_or(true),
         max_body: s
             .max_body
             .as_ref()

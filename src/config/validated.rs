@@ -177,6 +177,8 @@ pub struct Request {
     pub timeout: Duration,
     /// Largest body accepted, enforced while streaming.
     pub max_body: u64,
+    /// Whether validators (ETag, Last-Modified) are sent.
+    pub conditional: bool,
 }
 
 /// A polled source.

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, USER_AGENT,
+};
 
 use crate::config::{Auth, Method, Request};
 use crate::delivery::send::error_chain;
@@ -47,14 +49,49 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// Fetches `req` and returns the whole body, or why not.
+/// Validators of the stored state, sent as `If-None-Match` / `If-Modified-Since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+/// What a fetch returned.
+#[derive(Debug)]
+pub enum Fetched {
+    /// 304: the stored state is current.
+    NotModified,
+    /// 2xx with its body and the validators to store with the state it produces.
+    Body(Vec<u8>, Validators),
+}
+
+/// Fetches `req` without validators and returns the whole body.
 pub async fn fetch(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>, FetchError> {
-    match tokio::time::timeout(req.timeout, fetch_inner(client, req)).await {
+    match fetch_if(client, req, &Validators::default()).await? {
+        Fetched::Body(body, _) => Ok(body),
+        Fetched::NotModified => Err(FetchError::Status(304)),
+    }
+}
+
+/// Fetches `req`, sending `validators` when the source uses conditional requests.
+pub async fn fetch_if(
+    client: &reqwest::Client,
+    req: &Request,
+    validators: &Validators,
+) -> Result<Fetched, FetchError> {
+    match tokio::time::timeout(req.timeout, fetch_inner(client, req, validators)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(req.timeout)),
     }
 }
 
-async fn fetch_inner(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>, FetchError> {
+async fn fetch_inner(
+    client: &reqwest::Client,
+    req: &Request,
+    validators: &Validators,
+) -> Result<Fetched, FetchError> {
     let mut builder = match req.method {
         Method::Get => client.get(req.url.clone()),
         Method::Post => client.post(req.url.clone()),
@@ -71,6 +108,14 @@ async fn fetch_inner(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>,
         Some(Auth::Header { name, value }) => builder.header(name, sensitive(value.expose())),
         None => builder,
     };
+    if req.conditional {
+        if let Some(etag) = &validators.etag {
+            builder = builder.header(IF_NONE_MATCH, etag);
+        }
+        if let Some(date) = &validators.last_modified {
+            builder = builder.header(IF_MODIFIED_SINCE, date);
+        }
+    }
     if let Some(body) = &req.body {
         builder = builder
             .header(CONTENT_TYPE, "application/json")
@@ -78,6 +123,9 @@ async fn fetch_inner(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>,
     }
     let mut resp = builder.send().await.map_err(|e| classify(e, req.timeout))?;
     let status = resp.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED && req.conditional {
+        return Ok(Fetched::NotModified);
+    }
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
     }
@@ -96,7 +144,20 @@ async fn fetch_inner(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>,
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(Fetched::Body(body, validators_of(resp.headers())))
+}
+
+fn validators_of(headers: &reqwest::header::HeaderMap) -> Validators {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Validators {
+        etag: text(ETAG),
+        last_modified: text(LAST_MODIFIED),
+    }
 }
 
 fn sensitive(value: &str) -> reqwest::header::HeaderValue {

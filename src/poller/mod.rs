@@ -20,7 +20,7 @@ use crate::diff::ChangeKind;
 use crate::extract::{ExtractError, RawIndex};
 use crate::status::Registry;
 use crate::store::{SourceMeta, SourceSnapshot, Store, StoreError};
-pub use fetch::{FetchError, client, fetch, install_crypto};
+pub use fetch::{FetchError, Fetched, Validators, client, fetch, fetch_if, install_crypto};
 use process::{
     body_fingerprint, build_commit, extract_and_diff, previous_keys, settings_fingerprint,
     update_index,
@@ -46,6 +46,8 @@ pub enum PollError {
 pub enum PollOutcome {
     /// Same body as last time, or no item changed.
     Unchanged,
+    /// The upstream answered 304 Not Modified; nothing was parsed.
+    NotModified,
     /// State written; this many events queued.
     Changed(usize),
 }
@@ -86,9 +88,24 @@ impl Poller {
 
     /// Polls once: fetch, extract, diff, commit, hand off.
     pub async fn poll(&mut self, ctx: &PollContext) -> Result<PollOutcome, PollError> {
-        let body = fetch(&ctx.client, &self.source.request).await?;
-        let fingerprint = body_fingerprint(&settings_fingerprint(&self.source), &body);
+        let settings = settings_fingerprint(&self.source);
+        // Validators stand for the stored state only when it was computed with these settings.
+        let current = self.snapshot.meta.initialized
+            && self.snapshot.meta.fingerprint.as_deref() == Some(settings.as_str());
+        let sent = match current {
+            true => Validators {
+                etag: self.snapshot.meta.etag.clone(),
+                last_modified: self.snapshot.meta.last_modified.clone(),
+            },
+            false => Validators::default(),
+        };
+        let (body, validators) = match fetch_if(&ctx.client, &self.source.request, &sent).await? {
+            Fetched::NotModified => return Ok(PollOutcome::NotModified),
+            Fetched::Body(body, validators) => (body, validators),
+        };
+        let fingerprint = body_fingerprint(&settings, &body);
         if self.snapshot.meta.initialized && self.last_body == Some(fingerprint) {
+            self.keep_validators(ctx, &validators).await?;
             return Ok(PollOutcome::Unchanged);
         }
         let source = self.source.clone();
@@ -104,6 +121,7 @@ impl Poller {
         self.known = known;
         let ex = extracted?;
         if ex.diff.is_empty() && !ex.baseline {
+            self.keep_validators(ctx, &validators).await?;
             self.last_body = Some(fingerprint);
             update_index(&mut self.known, &ex);
             return Ok(PollOutcome::Unchanged);
@@ -112,13 +130,15 @@ impl Poller {
             .store
             .backend()
             .item_data(&self.source.name, &previous_keys(&self.source, &ex))?;
-        let commit = build_commit(
+        let mut commit = build_commit(
             &self.source,
             &self.snapshot.meta,
             &ex,
             &previous,
             Utc::now(),
         )?;
+        commit.meta.etag = validators.etag;
+        commit.meta.last_modified = validators.last_modified;
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         let rows = ctx.store.commit_poll(commit).await?;
         for change in &ex.diff.changes {
@@ -143,6 +163,27 @@ impl Poller {
             let _ = ctx.rows.send(rows);
         }
         Ok(PollOutcome::Changed(events))
+    }
+
+    /// Stores new validators for an unchanged state (an upstream may rotate its ETag without a
+    /// change); nothing is written when they are the same.
+    async fn keep_validators(
+        &mut self,
+        ctx: &PollContext,
+        v: &Validators,
+    ) -> Result<(), StoreError> {
+        let meta = &self.snapshot.meta;
+        if meta.etag == v.etag && meta.last_modified == v.last_modified {
+            return Ok(());
+        }
+        let meta = SourceMeta {
+            etag: v.etag.clone(),
+            last_modified: v.last_modified.clone(),
+            ..meta.clone()
+        };
+        ctx.store.set_meta(&self.source.name, meta.clone()).await?;
+        self.snapshot.meta = meta;
+        Ok(())
     }
 
     /// The source this poller serves.

@@ -194,6 +194,9 @@ pub fn build_commit(
         initialized: true,
         fingerprint: Some(settings),
         paused: current.paused.clone(),
+        // The poller sets the validators of the response that produced this state.
+        etag: None,
+        last_modified: None,
     };
     Ok(PollCommit {
         source: source.name.clone(),

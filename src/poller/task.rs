@@ -129,6 +129,7 @@ impl Poller {
         metrics::histogram!(m::POLL_DURATION, "source" => name.clone()).record(took.as_secs_f64());
         let (label, said, events) = match result {
             Ok(PollOutcome::Unchanged) => (outcome::UNCHANGED, "unchanged".to_owned(), 0),
+            Ok(PollOutcome::NotModified) => (outcome::NOT_MODIFIED, "not modified".to_owned(), 0),
             Ok(PollOutcome::Changed(n)) => {
                 (outcome::CHANGED, format!("changed: {n} events queued"), *n)
             }

@@ -68,6 +68,12 @@ pub struct SourceMeta {
     /// Why the source is paused (operator or flood guard); `None` when it runs.
     #[serde(default)]
     pub paused: Option<String>,
+    /// The upstream's `ETag` for the stored state.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// The upstream's `Last-Modified` for the stored state.
+    #[serde(default)]
+    pub last_modified: Option<String>,
 }
 
 /// Everything loaded for one source at start.

@@ -4,6 +4,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod conditional;
 mod config_errors;
 mod delivery;
 mod detection;
