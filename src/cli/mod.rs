@@ -238,10 +238,22 @@ pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
             known.join(", ")
         );
     };
-    let body = fetch(&client()?, &src.request)
-        .await
-        .with_context(|| format!("source {source}"))?;
-    let items = extract(&src.extract, &body).with_context(|| format!("source {source}"))?;
+    let client = client()?;
+    let items = match &src.paginate {
+        Some(p) => {
+            let merged = crate::poller::paginate::fetch_pages(&client, src, p)
+                .await
+                .with_context(|| format!("source {source}"))?;
+            extract(&src.extract.for_merged_pages(), &merged)
+        }
+        None => extract(
+            &src.extract,
+            &fetch(&client, &src.request)
+                .await
+                .with_context(|| format!("source {source}"))?,
+        ),
+    }
+    .with_context(|| format!("source {source}"))?;
     for item in &items {
         let line = serde_json::json!({"key": item.key, "version": item.version, "hash": src.extract.hash(&item.data).to_hex()});
         println!("{line}");

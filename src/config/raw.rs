@@ -127,10 +127,10 @@ pub struct RawSource {
     pub jitter: Option<Str>,
     /// Per-source rate budget (not supported yet).
     pub rate: Unsupported,
-    /// Pagination (not supported yet).
-    pub paginate: Unsupported,
-    /// Page limit (not supported yet).
-    pub max_pages: Unsupported,
+    /// Pagination: `{ link: next }`, `{ cursor: { param, from } }` or `{ page: { param, start } }`.
+    pub paginate: Option<Spanned<RawPaginate>>,
+    /// Most pages fetched per poll (default 50).
+    pub max_pages: Option<Spanned<u32>>,
     /// Send If-None-Match / If-Modified-Since (default true).
     pub conditional: Option<bool>,
     /// Flood guard (not supported yet).
@@ -153,6 +153,38 @@ pub struct RawSource {
     pub include: Option<RawInclude>,
     /// Destination names.
     pub to: Option<Vec<Str>>,
+}
+
+/// `paginate:` — exactly one key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaginate {
+    /// Follow the RFC 8288 `Link` header with this relation (`next`).
+    pub link: Option<String>,
+    /// A cursor read from the body and sent as a query parameter.
+    pub cursor: Option<RawCursor>,
+    /// A page number sent as a query parameter.
+    pub page: Option<RawPage>,
+}
+
+/// `paginate.cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCursor {
+    /// Query parameter name.
+    pub param: String,
+    /// JSON Pointer to the next cursor in the body.
+    pub from: String,
+}
+
+/// `paginate.page`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPage {
+    /// Query parameter name.
+    pub param: String,
+    /// First page number (default 1).
+    pub start: Option<i64>,
 }
 
 /// `auth:` — exactly one key.

@@ -10,7 +10,7 @@ use super::check::{Checker, line_of};
 use super::destination::headers;
 use super::raw::{RawAuth, RawDestination, RawSource, Str};
 use super::validate::{Defaults, MIN_EVERY};
-use super::validated::{Auth, EmitSet, FirstPoll, Include, Method, Request, Source};
+use super::validated::{Auth, EmitSet, FirstPoll, Include, Method, Paginate, Request, Source};
 use crate::extract::{ExtractSpec, Mode, Pointer};
 use crate::schedule::{Schedule, parse_cron};
 
@@ -24,12 +24,7 @@ pub(super) fn source(
     let p = |k: &str| format!("sources.{name}.{k}");
     let line = line_of(&raw.referenced);
     let s = &raw.value;
-    for (key, value) in [
-        ("rate", &s.rate),
-        ("paginate", &s.paginate),
-        ("max_pages", &s.max_pages),
-        ("max_changes", &s.max_changes),
-    ] {
+    for (key, value) in [("rate", &s.rate), ("max_changes", &s.max_changes)] {
         ck.unsupported(&p(key), value);
     }
     let request = request(name, s, defaults, line, ck);
@@ -57,6 +52,20 @@ pub(super) fn source(
         })
         .unwrap_or_default();
     let to = targets(name, s, dests, line, ck);
+    let paginate = paginate(name, s, ck);
+    let max_pages = match &s.max_pages {
+        Some(m) if m.value == 0 => {
+            ck.problem(
+                &p("max_pages"),
+                line_of(&m.referenced),
+                Some("0".into()),
+                "at least 1, e.g. max_pages: 50",
+            );
+            None
+        }
+        Some(m) => Some(m.value as usize),
+        None => Some(DEFAULT_MAX_PAGES),
+    };
     Some(Source {
         name: name.to_owned(),
         request: request?,
@@ -67,6 +76,8 @@ pub(super) fn source(
         on_first_poll: on_first_poll?,
         include,
         to: to?,
+        paginate: paginate?,
+        max_pages: max_pages?,
     })
 }
 
@@ -372,4 +383,74 @@ fn targets(
         }
     }
     Some(out)
+}
+
+/// Default `max_pages`.
+pub const DEFAULT_MAX_PAGES: usize = 50;
+
+fn paginate(name: &str, s: &RawSource, ck: &mut Checker<'_>) -> Option<Option<Paginate>> {
+    let path = format!("sources.{name}.paginate");
+    let Some(raw) = &s.paginate else {
+        return Some(None);
+    };
+    let line = line_of(&raw.referenced);
+    let p = &raw.value;
+    let example = "e.g. paginate: { link: next }, { cursor: { param: after, from: /meta/next } } or { page: { param: page, start: 1 } }";
+    let given = [p.link.is_some(), p.cursor.is_some(), p.page.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given != 1 {
+        ck.problem(
+            &path,
+            line,
+            None,
+            format!("exactly one of link, cursor or page, {example}"),
+        );
+        return None;
+    }
+    if s.mode
+        .as_ref()
+        .is_some_and(|m| m.value.trim() == "document")
+    {
+        ck.problem(
+            &path,
+            line,
+            None,
+            "does not apply in mode: document; remove it",
+        );
+        return None;
+    }
+    if let Some(rel) = &p.link {
+        if rel != "next" {
+            ck.problem(
+                &format!("{path}.link"),
+                line,
+                Some(format!("{rel:?}")),
+                "next, e.g. paginate: { link: next }",
+            );
+            return None;
+        }
+        return Some(Some(Paginate::Link));
+    }
+    if let Some(c) = &p.cursor {
+        let Ok(from) = Pointer::parse(&c.from) else {
+            ck.problem(
+                &format!("{path}.cursor.from"),
+                line,
+                Some(format!("{:?}", c.from)),
+                "a JSON Pointer, e.g. /meta/next",
+            );
+            return None;
+        };
+        return Some(Some(Paginate::Cursor {
+            param: c.param.clone(),
+            from,
+        }));
+    }
+    let page = p.page.as_ref()?;
+    Some(Some(Paginate::Page {
+        param: page.param.clone(),
+        start: page.start.unwrap_or(1),
+    }))
 }

@@ -202,4 +202,29 @@ pub struct Source {
     pub include: Include,
     /// Destination names.
     pub to: Vec<String>,
+    /// How further pages are found, if the source is paginated.
+    pub paginate: Option<Paginate>,
+    /// Most pages per poll; a run that needs more fails.
+    pub max_pages: usize,
+}
+
+/// How a paginated source finds its next page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paginate {
+    /// Follow `Link: <url>; rel="next"`.
+    Link,
+    /// Send the cursor found at `from` in the body as query parameter `param`.
+    Cursor {
+        /// Query parameter.
+        param: String,
+        /// Where the next cursor is in each page.
+        from: crate::extract::Pointer,
+    },
+    /// Send page numbers `start`, `start + 1`, … as query parameter `param`; an empty page ends.
+    Page {
+        /// Query parameter.
+        param: String,
+        /// First page number.
+        start: i64,
+    },
 }

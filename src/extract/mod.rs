@@ -257,6 +257,29 @@ pub fn extract_with(
     Ok(out)
 }
 
+/// The raw JSON text of each element of the items array of `body` (for merging pages).
+pub fn raw_items<'a>(spec: &ExtractSpec, body: &'a [u8]) -> Result<Vec<&'a str>, ExtractError> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| ExtractError::Json(serde::de::Error::custom(e)))?;
+    Ok(locate::locate_items(spec, text)?
+        .into_iter()
+        .map(|raw| raw.get())
+        .collect())
+}
+
+impl ExtractSpec {
+    /// The same spec for a body that is the items array itself (merged pages).
+    pub fn for_merged_pages(&self) -> ExtractSpec {
+        ExtractSpec {
+            items: Pointer {
+                raw: String::new(),
+                tokens: Vec::new(),
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// Fails on a key that appears twice: among known items (identical bytes twice), among parsed
 /// items, or once parsed and once known.
 fn check_unique(

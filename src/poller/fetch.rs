@@ -81,7 +81,17 @@ pub async fn fetch_if(
     req: &Request,
     validators: &Validators,
 ) -> Result<Fetched, FetchError> {
-    match tokio::time::timeout(req.timeout, fetch_inner(client, req, validators)).await {
+    Ok(fetch_url(client, req, &req.url, validators).await?.0)
+}
+
+/// Fetches `url` with `req`'s settings; also returns the response headers (for `Link`).
+pub async fn fetch_url(
+    client: &reqwest::Client,
+    req: &Request,
+    url: &reqwest::Url,
+    validators: &Validators,
+) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
+    match tokio::time::timeout(req.timeout, fetch_inner(client, req, url, validators)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(req.timeout)),
     }
@@ -90,11 +100,12 @@ pub async fn fetch_if(
 async fn fetch_inner(
     client: &reqwest::Client,
     req: &Request,
+    url: &reqwest::Url,
     validators: &Validators,
-) -> Result<Fetched, FetchError> {
+) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
     let mut builder = match req.method {
-        Method::Get => client.get(req.url.clone()),
-        Method::Post => client.post(req.url.clone()),
+        Method::Get => client.get(url.clone()),
+        Method::Post => client.post(url.clone()),
     };
     builder = builder.header(USER_AGENT, USER_AGENT_VALUE);
     for (name, value) in &req.headers {
@@ -124,7 +135,7 @@ async fn fetch_inner(
     let mut resp = builder.send().await.map_err(|e| classify(e, req.timeout))?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED && req.conditional {
-        return Ok(Fetched::NotModified);
+        return Ok((Fetched::NotModified, resp.headers().clone()));
     }
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
@@ -144,7 +155,8 @@ async fn fetch_inner(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Fetched::Body(body, validators_of(resp.headers())))
+    let headers = resp.headers().clone();
+    Ok((Fetched::Body(body, validators_of(&headers)), headers))
 }
 
 fn validators_of(headers: &reqwest::header::HeaderMap) -> Validators {

@@ -7,6 +7,7 @@
 //! to the last processed one (same bytes, same settings) is known unchanged without parsing.
 
 mod fetch;
+pub mod paginate;
 pub mod process;
 mod task;
 
@@ -39,6 +40,9 @@ pub enum PollError {
     /// The commit failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A paginated run was incomplete or looped.
+    #[error("pagination failed: {0}")]
+    Paginate(String),
 }
 
 /// What a successful poll did.
@@ -99,9 +103,16 @@ impl Poller {
             },
             false => Validators::default(),
         };
-        let (body, validators) = match fetch_if(&ctx.client, &self.source.request, &sent).await? {
-            Fetched::NotModified => return Ok(PollOutcome::NotModified),
-            Fetched::Body(body, validators) => (body, validators),
+        let (body, validators) = match &self.source.paginate {
+            // Paginated runs are not conditional: validators would stand for one page only.
+            Some(p) => (
+                paginate::fetch_pages(&ctx.client, &self.source, p).await?,
+                Validators::default(),
+            ),
+            None => match fetch_if(&ctx.client, &self.source.request, &sent).await? {
+                Fetched::NotModified => return Ok(PollOutcome::NotModified),
+                Fetched::Body(body, validators) => (body, validators),
+            },
         };
         let fingerprint = body_fingerprint(&settings, &body);
         if self.snapshot.meta.initialized && self.last_body == Some(fingerprint) {

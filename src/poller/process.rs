@@ -48,10 +48,18 @@ pub fn extract_and_diff(
     index: &RawIndex,
     body: &[u8],
 ) -> Result<Extracted, ExtractError> {
-    let extraction = extract_with(&source.extract, body, index)?;
+    // Merged pages are one array of items: extract them with `items` at the root.
+    let merged;
+    let spec = match source.paginate {
+        Some(_) => {
+            merged = source.extract.for_merged_pages();
+            &merged
+        }
+        None => &source.extract,
+    };
+    let extraction = extract_with(spec, body, index)?;
     let settings = settings_fingerprint(source);
     let baseline = !meta.initialized || meta.fingerprint.as_deref() != Some(settings.as_str());
-    let spec = &source.extract;
     let known = extraction.known.len();
     let hash = |item: &Item| spec.hash(&item.data);
     let diff = diff(

@@ -176,8 +176,7 @@ fn all_problems_are_reported_together() {
 fn unsupported_keys_are_rejected_not_ignored() {
     for (line, path) in [
         ("    rate: 30/1m\n", "sources.issues.rate"),
-        ("    paginate: { link: next }\n", "sources.issues.paginate"),
-        ("    max_pages: 5\n", "sources.issues.max_pages"),
+        ("    max_changes: 10\n", "sources.issues.max_changes"),
     ] {
         assert_rejected(
             &VALID.replace("    key: /id\n", &format!("    key: /id\n{line}")),
@@ -187,6 +186,40 @@ fn unsupported_keys_are_rejected_not_ignored() {
     }
     let hosts = format!("hosts:\n  api.github.com:\n    rate: 5000/1h\n{VALID}");
     assert_rejected(&hosts, &[SECRET], &["hosts", "not supported yet"]);
+}
+
+/// Pagination settings are validated: one style, `link: next`, a pointer, max_pages ≥ 1.
+#[test]
+fn pagination_settings_are_validated() {
+    let with = |extra: &str| VALID.replace("    key: /id\n", &format!("    key: /id\n{extra}"));
+    assert_rejected(
+        &with("    paginate: { link: prev }\n"),
+        &[SECRET],
+        &["sources.issues.paginate.link", "next"],
+    );
+    assert_rejected(
+        &with("    paginate: { link: next, page: { param: p } }\n"),
+        &[SECRET],
+        &[
+            "sources.issues.paginate",
+            "exactly one of link, cursor or page",
+        ],
+    );
+    assert_rejected(
+        &with("    paginate: { cursor: { param: after, from: meta } }\n"),
+        &[SECRET],
+        &["sources.issues.paginate.cursor.from"],
+    );
+    assert_rejected(
+        &with("    paginate: { link: next }\n    max_pages: 0\n"),
+        &[SECRET],
+        &["sources.issues.max_pages"],
+    );
+    let (code, text) = check(
+        &with("    paginate: { page: { param: page } }\n    max_pages: 5\n"),
+        &[SECRET],
+    );
+    assert_eq!(code, 0, "{text}");
 }
 
 /// The admin section is validated: a bad listen address names the key.

@@ -12,4 +12,5 @@ mod durability;
 mod fetch_failures;
 mod ops;
 mod ordering;
+mod pagination;
 mod reload;

@@ -1,0 +1,182 @@
+//! Pagination: fetch every page of a source (RFC 8288 `Link`, a cursor from the body, or page
+//! numbers) and merge their items into one array, so the rest of the pipeline sees one complete
+//! snapshot. Any page failing, a page repeating, a next link to another origin, or more pages
+//! than `max_pages` fails the whole poll: deletions are only ever computed from complete runs.
+
+use std::collections::HashSet;
+
+use reqwest::Url;
+use reqwest::header::LINK;
+use serde_json::Value;
+
+use super::PollError;
+use super::fetch::{Fetched, Validators, fetch_url};
+use crate::config::{Paginate, Source};
+use crate::extract::{ExtractError, raw_items};
+
+/// Fetches every page of `source` and returns the merged items array as JSON bytes.
+pub async fn fetch_pages(
+    client: &reqwest::Client,
+    source: &Source,
+    paginate: &Paginate,
+) -> Result<Vec<u8>, PollError> {
+    let mut url = source.request.url.clone();
+    let mut page_number = 0i64;
+    if let Paginate::Page { param, start } = paginate {
+        page_number = *start;
+        url = with_param(&url, param, &page_number.to_string());
+    }
+    let mut seen = HashSet::from([url.to_string()]);
+    let mut merged = String::from("[");
+    let mut count = 0usize;
+    for fetched_pages in 1.. {
+        if fetched_pages > source.max_pages {
+            return Err(fail(format!(
+                "more than max_pages ({}) pages; raise max_pages",
+                source.max_pages
+            )));
+        }
+        let (fetched, headers) =
+            fetch_url(client, &source.request, &url, &Validators::default()).await?;
+        let Fetched::Body(body, _) = fetched else {
+            return Err(fail(
+                "a page answered 304 without a conditional request".to_owned(),
+            ));
+        };
+        let items = raw_items(&source.extract, &body)?;
+        for raw in &items {
+            if count > 0 {
+                merged.push(',');
+            }
+            merged.push_str(raw);
+            count += 1;
+        }
+        let next = match paginate {
+            Paginate::Link => {
+                next_link(headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok()))
+                    .map(|target| url.join(&target))
+            }
+            Paginate::Cursor { param, from } => {
+                let doc: Value = serde_json::from_slice(&body).map_err(ExtractError::Json)?;
+                cursor(from.resolve(&doc)).map(|c| Ok(with_param(&url, param, &c)))
+            }
+            Paginate::Page { param, .. } => (!items.is_empty()).then(|| {
+                page_number += 1;
+                Ok(with_param(&url, param, &page_number.to_string()))
+            }),
+        };
+        let Some(next) = next else { break };
+        let next = next.map_err(|_| fail("a next link is not a valid URL".to_owned()))?;
+        if next.origin() != source.request.url.origin() {
+            return Err(fail(
+                "a next link points to another host; refusing to follow it".to_owned(),
+            ));
+        }
+        if !seen.insert(next.to_string()) {
+            return Err(fail(
+                "the next page repeats a page already fetched in this run".to_owned(),
+            ));
+        }
+        url = next;
+    }
+    merged.push(']');
+    Ok(merged.into_bytes())
+}
+
+fn fail(why: String) -> PollError {
+    PollError::Paginate(why)
+}
+
+/// The cursor for the next page: a string as is, a number as text; absent, null or empty ends.
+fn cursor(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `url` with query parameter `param` set to `value` (replacing any earlier value).
+fn with_param(url: &Url, param: &str, value: &str) -> Url {
+    let mut next = url.clone();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != param)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    next.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(param, value);
+    next
+}
+
+/// The target of the `rel="next"` link in RFC 8288 `Link` header values; tolerant of unquoted
+/// and multi-valued `rel` (`rel=next`, `rel="next last"`).
+pub fn next_link<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    for value in values {
+        let mut rest = value;
+        while let Some(open) = rest.find('<') {
+            let after_open = &rest[open + 1..];
+            let close = after_open.find('>')?;
+            let target = &after_open[..close];
+            let params_and_rest = &after_open[close + 1..];
+            let end = params_and_rest.find('<').unwrap_or(params_and_rest.len());
+            let is_next = params_and_rest[..end].split(';').any(|param| {
+                let Some((key, val)) = param.split_once('=') else {
+                    return false;
+                };
+                let val = val.trim().trim_end_matches(',').trim().trim_matches('"');
+                key.trim().eq_ignore_ascii_case("rel")
+                    && val
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            });
+            if is_next {
+                return Some(target.trim().to_owned());
+            }
+            rest = &params_and_rest[end..];
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_next_in_quoted_unquoted_and_multi_valued_rel() {
+        let h =
+            r#"<https://a.example/x?page=1>; rel="prev", <https://a.example/x?page=3>; rel="next""#;
+        assert_eq!(
+            next_link([h].into_iter()).as_deref(),
+            Some("https://a.example/x?page=3")
+        );
+        assert_eq!(
+            next_link(["</p2>; rel=next"].into_iter()).as_deref(),
+            Some("/p2")
+        );
+        assert_eq!(
+            next_link([r#"</p9>; title="x"; rel="next last""#].into_iter()).as_deref(),
+            Some("/p9")
+        );
+        assert_eq!(
+            next_link(["</p1>; rel=\"prev\"", "</p4>; REL = \"Next\""].into_iter()).as_deref(),
+            Some("/p4")
+        );
+        assert_eq!(next_link([r#"</x>; rel="nextish""#].into_iter()), None);
+    }
+
+    #[test]
+    fn params_are_replaced_not_duplicated() {
+        let url = Url::parse("http://h/x?state=all&page=1").unwrap();
+        assert_eq!(
+            with_param(&url, "page", "2").as_str(),
+            "http://h/x?state=all&page=2"
+        );
+        assert_eq!(cursor(Some(&Value::Null)), None);
+        assert_eq!(cursor(Some(&serde_json::json!(42))).as_deref(), Some("42"));
+    }
+}
