@@ -25,7 +25,12 @@ fn main() -> ExitCode {
                     Command::Preview { source, config } => cli::preview(source, config).await,
                     Command::Demo(args) => pollhook::demo::run(args).await,
                     Command::Status(ops) => cli::status(ops).await,
-                    Command::Sources { action, name, ops } => cli::sources(action, name, ops).await,
+                    Command::Sources {
+                        action,
+                        name,
+                        discard,
+                        ops,
+                    } => cli::sources(action, name, discard, ops).await,
                     Command::Dead { command } => cli::dead(command).await,
                     _ => unreachable!("handled above"),
                 }

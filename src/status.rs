@@ -22,6 +22,8 @@ pub mod outcome {
     pub const NOT_MODIFIED: &str = "not_modified";
     /// The poll failed; state untouched.
     pub const FAILED: &str = "failed";
+    /// The flood guard held the changes and paused the source.
+    pub const HELD: &str = "held";
 }
 
 /// One source's status.

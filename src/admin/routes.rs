@@ -1,7 +1,7 @@
 //! Admin API handlers. Every body is JSON; errors are `{"error": "..."}` with a fitting status.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -68,11 +68,19 @@ pub async fn source(State(s): State<AdminState>, Path(name): Path<String>) -> Re
     }
 }
 
+/// Query of a source action: `?discard=true` with `resume` drops changes the flood guard held.
+#[derive(Debug, serde::Deserialize)]
+pub struct ActionQuery {
+    discard: Option<bool>,
+}
+
 /// `POST /v1/sources/{name}/poll|pause|resume`.
 pub async fn source_action(
     State(s): State<AdminState>,
     Path((name, action)): Path<(String, String)>,
+    Query(query): Query<ActionQuery>,
 ) -> Response {
+    let discard = query.discard.unwrap_or(false);
     let sender = s.controls.read().ok().and_then(|c| c.get(&name).cloned());
     let Some(sender) = sender else {
         return error(
@@ -93,7 +101,7 @@ pub async fn source_action(
             let cmd = if action == "pause" {
                 Control::Pause("paused by operator".into(), tx)
             } else {
-                Control::Resume(tx)
+                Control::Resume(discard, tx)
             };
             if sender.send(cmd).await.is_err() {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "the source is stopping");

@@ -70,6 +70,10 @@ pub enum Command {
         action: SourceAction,
         /// Source name.
         name: String,
+        /// With resume: drop the changes the flood guard held and record the current state
+        /// without events.
+        #[arg(long)]
+        discard: bool,
         #[command(flatten)]
         ops: OpsArgs,
     },

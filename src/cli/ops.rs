@@ -123,7 +123,12 @@ pub async fn status(ops: OpsArgs) -> anyhow::Result<()> {
 }
 
 /// `pollhook sources poll|pause|resume NAME`.
-pub async fn sources(action: SourceAction, name: String, ops: OpsArgs) -> anyhow::Result<()> {
+pub async fn sources(
+    action: SourceAction,
+    name: String,
+    discard: bool,
+    ops: OpsArgs,
+) -> anyhow::Result<()> {
     let verb = match action {
         SourceAction::Poll => "poll",
         SourceAction::Pause => "pause",
@@ -131,7 +136,13 @@ pub async fn sources(action: SourceAction, name: String, ops: OpsArgs) -> anyhow
     };
     let answer = client(&ops)
         .await?
-        .call(Method::POST, &format!("/v1/sources/{name}/{verb}"))
+        .call(
+            Method::POST,
+            &format!(
+                "/v1/sources/{name}/{verb}{}",
+                if discard { "?discard=true" } else { "" }
+            ),
+        )
         .await?;
     if ops.json {
         println!("{answer}");

@@ -133,8 +133,8 @@ pub struct RawSource {
     pub max_pages: Option<Spanned<u32>>,
     /// Send If-None-Match / If-Modified-Since (default true).
     pub conditional: Option<bool>,
-    /// Flood guard (not supported yet).
-    pub max_changes: Unsupported,
+    /// Flood guard: most events one poll may emit before the source is held (default 1000).
+    pub max_changes: Option<Spanned<u32>>,
     /// JSON Pointer to the items array.
     pub items: Option<Str>,
     /// JSON Pointer to each item's key.

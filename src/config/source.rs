@@ -24,9 +24,7 @@ pub(super) fn source(
     let p = |k: &str| format!("sources.{name}.{k}");
     let line = line_of(&raw.referenced);
     let s = &raw.value;
-    for (key, value) in [("rate", &s.rate), ("max_changes", &s.max_changes)] {
-        ck.unsupported(&p(key), value);
-    }
+    ck.unsupported(&p("rate"), &s.rate);
     let request = request(name, s, defaults, line, ck);
     let schedule = schedule(name, s, line, ck);
     let jitter = s
@@ -66,6 +64,10 @@ pub(super) fn source(
         Some(m) => Some(m.value as usize),
         None => Some(DEFAULT_MAX_PAGES),
     };
+    let max_changes = s
+        .max_changes
+        .as_ref()
+        .map_or(DEFAULT_MAX_CHANGES, |m| m.value as usize);
     Some(Source {
         name: name.to_owned(),
         request: request?,
@@ -78,6 +80,7 @@ pub(super) fn source(
         to: to?,
         paginate: paginate?,
         max_pages: max_pages?,
+        max_changes,
     })
 }
 
@@ -384,6 +387,9 @@ fn targets(
     }
     Some(out)
 }
+
+/// Default `max_changes`.
+pub const DEFAULT_MAX_CHANGES: usize = 1000;
 
 /// Default `max_pages`.
 pub const DEFAULT_MAX_PAGES: usize = 50;

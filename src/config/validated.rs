@@ -206,6 +206,8 @@ pub struct Source {
     pub paginate: Option<Paginate>,
     /// Most pages per poll; a run that needs more fails.
     pub max_pages: usize,
+    /// Most events one poll may emit before the flood guard holds the source.
+    pub max_changes: usize,
 }
 
 /// How a paginated source finds its next page.

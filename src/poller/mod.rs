@@ -20,10 +20,10 @@ use crate::delivery::RowSender;
 use crate::diff::ChangeKind;
 use crate::extract::{ExtractError, RawIndex};
 use crate::status::Registry;
-use crate::store::{SourceMeta, SourceSnapshot, Store, StoreError};
+use crate::store::{GuardPass, SourceMeta, SourceSnapshot, Store, StoreError};
 pub use fetch::{FetchError, Fetched, Validators, client, fetch, fetch_if, install_crypto};
 use process::{
-    body_fingerprint, build_commit, extract_and_diff, previous_keys, settings_fingerprint,
+    body_fingerprint, build_commit, extract_and_diff, flood, previous_keys, settings_fingerprint,
     update_index,
 };
 pub use task::Control;
@@ -46,12 +46,14 @@ pub enum PollError {
 }
 
 /// What a successful poll did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollOutcome {
     /// Same body as last time, or no item changed.
     Unchanged,
     /// The upstream answered 304 Not Modified; nothing was parsed.
     NotModified,
+    /// The flood guard held the changes and paused the source (the reason).
+    Held(String),
     /// State written; this many events queued.
     Changed(usize),
 }
@@ -130,8 +132,17 @@ impl Poller {
         .map_err(|e| StoreError::Backend(format!("extraction task failed: {e}")))?;
         self.snapshot = snapshot;
         self.known = known;
-        let ex = extracted?;
-        if ex.diff.is_empty() && !ex.baseline {
+        let mut ex = extracted?;
+        match self.snapshot.meta.pass_guard {
+            Some(pass) => ex.discard = pass == GuardPass::Discard,
+            None => {
+                if let Some(reason) = flood(&self.source, &ex, self.live_items()) {
+                    self.hold(ctx, reason.clone()).await?;
+                    return Ok(PollOutcome::Held(reason));
+                }
+            }
+        }
+        if ex.diff.is_empty() && !ex.baseline && !ex.discard {
             self.keep_validators(ctx, &validators).await?;
             self.last_body = Some(fingerprint);
             update_index(&mut self.known, &ex);
@@ -212,18 +223,47 @@ impl Poller {
         self.snapshot.meta.paused.as_deref()
     }
 
-    /// Pauses (with a reason) or resumes the source, durably.
+    /// Pauses (with a reason) or resumes the source, durably. Resuming a source the flood guard
+    /// held lets its next poll through the guard once, emitting (or with `discard`, silently
+    /// recording) the changes.
     pub async fn set_paused(
         &mut self,
         store: &Store,
         reason: Option<String>,
+        discard: bool,
     ) -> Result<(), StoreError> {
+        let old = &self.snapshot.meta;
+        let pass_guard = match (&reason, old.held) {
+            (None, true) => Some(if discard {
+                GuardPass::Discard
+            } else {
+                GuardPass::Emit
+            }),
+            _ => old.pass_guard,
+        };
         let meta = SourceMeta {
             paused: reason,
-            ..self.snapshot.meta.clone()
+            held: false,
+            pass_guard,
+            ..old.clone()
         };
         store.set_meta(&self.source.name, meta.clone()).await?;
         self.snapshot.meta = meta;
+        Ok(())
+    }
+
+    /// The flood guard's hold: pause with the reason, remembering it was the guard.
+    async fn hold(&mut self, ctx: &PollContext, reason: String) -> Result<(), StoreError> {
+        tracing::error!(source = %self.source.name, reason = %reason, "changes held; the source is paused until resumed");
+        let meta = SourceMeta {
+            paused: Some(reason.clone()),
+            held: true,
+            ..self.snapshot.meta.clone()
+        };
+        ctx.store.set_meta(&self.source.name, meta.clone()).await?;
+        self.snapshot.meta = meta;
+        ctx.registry
+            .update(&self.source.name, |s| s.paused = Some(reason));
         Ok(())
     }
 }

@@ -22,6 +22,48 @@ pub struct Extracted {
     pub diff: Diff,
     /// True when this poll only records a baseline (first poll, or changed extraction settings).
     pub baseline: bool,
+    /// True when the changes are recorded without events (`resume --discard` after a hold).
+    pub discard: bool,
+}
+
+/// Whether this poll's changes produce events.
+fn emits(source: &Source, ex: &Extracted) -> bool {
+    !ex.discard && (!ex.baseline || source.on_first_poll == FirstPoll::Emit)
+}
+
+/// Why the flood guard holds this poll, if it does: more events than `max_changes`, or more
+/// than half of the live items deleted at once.
+pub fn flood(source: &Source, ex: &Extracted, live: usize) -> Option<String> {
+    if !emits(source, ex) {
+        return None;
+    }
+    let how = format!(
+        "`pollhook sources resume {}` emits them, `--discard` records them without events",
+        source.name
+    );
+    let events = ex
+        .diff
+        .changes
+        .iter()
+        .filter(|c| wanted(c.kind, &source.emit))
+        .count();
+    if events > source.max_changes {
+        return Some(format!(
+            "held by the flood guard: {events} changes exceed max_changes ({}); {how}",
+            source.max_changes
+        ));
+    }
+    let deleted = ex
+        .diff
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Deleted)
+        .count();
+    (deleted > 0 && deleted * 2 > live).then(|| {
+        format!(
+            "held by the flood guard: {deleted} of {live} items would be deleted at once; {how}"
+        )
+    })
 }
 
 /// Fingerprint of the extraction settings; when it changes the source is re-baselined.
@@ -73,6 +115,7 @@ pub fn extract_and_diff(
         extraction,
         diff,
         baseline,
+        discard: false,
     })
 }
 
@@ -111,7 +154,7 @@ fn event_type(kind: ChangeKind, mode: Mode) -> EventType {
 
 /// Whether the stored (previous) data of changed items is needed for the payloads.
 pub fn previous_keys<'a>(source: &Source, ex: &'a Extracted) -> Vec<&'a str> {
-    if ex.baseline && source.on_first_poll == FirstPoll::Baseline {
+    if !emits(source, ex) {
         return Vec::new();
     }
     let with_previous = source.include.previous || source.include.changes;
@@ -135,7 +178,7 @@ pub fn build_commit(
     now: DateTime<Utc>,
 ) -> Result<PollCommit, StoreError> {
     let settings = settings_fingerprint(source);
-    let emit_now = !ex.baseline || source.on_first_poll == FirstPoll::Emit;
+    let emit_now = emits(source, ex);
     let mut items = Vec::with_capacity(ex.diff.changes.len() + ex.diff.silent.len());
     let mut events = Vec::new();
     let ts = timestamp(now);
@@ -202,6 +245,9 @@ pub fn build_commit(
         initialized: true,
         fingerprint: Some(settings),
         paused: current.paused.clone(),
+        held: false,
+        // A pass through the flood guard is used up by this commit.
+        pass_guard: None,
         // The poller sets the validators of the response that produced this state.
         etag: None,
         last_modified: None,

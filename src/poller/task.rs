@@ -20,8 +20,8 @@ pub enum Control {
     PollNow(oneshot::Sender<String>),
     /// Pause with a reason; polls stop until resumed.
     Pause(String, oneshot::Sender<Result<(), String>>),
-    /// Resume a paused source.
-    Resume(oneshot::Sender<Result<(), String>>),
+    /// Resume a paused source; `true` discards changes the flood guard held (re-baseline).
+    Resume(bool, oneshot::Sender<Result<(), String>>),
 }
 
 fn chrono_of(d: Duration) -> chrono::Duration {
@@ -67,11 +67,11 @@ impl Poller {
                 Some(cmd) = control.recv() => match cmd {
                     Control::PollNow(reply) => Some(reply),
                     Control::Pause(reason, reply) => {
-                        let _ = reply.send(self.pause(&ctx, Some(reason)).await);
+                        let _ = reply.send(self.pause(&ctx, Some(reason), false).await);
                         continue;
                     }
-                    Control::Resume(reply) => {
-                        let _ = reply.send(self.pause(&ctx, None).await);
+                    Control::Resume(discard, reply) => {
+                        let _ = reply.send(self.pause(&ctx, None, discard).await);
                         continue;
                     }
                 },
@@ -105,9 +105,14 @@ impl Poller {
         }
     }
 
-    async fn pause(&mut self, ctx: &PollContext, reason: Option<String>) -> Result<(), String> {
+    async fn pause(
+        &mut self,
+        ctx: &PollContext,
+        reason: Option<String>,
+        discard: bool,
+    ) -> Result<(), String> {
         let store = ctx.store.clone();
-        self.set_paused(&store, reason.clone())
+        self.set_paused(&store, reason.clone(), discard)
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(source = %self.source.name, paused = ?reason, "source pause state changed");
@@ -130,6 +135,7 @@ impl Poller {
         let (label, said, events) = match result {
             Ok(PollOutcome::Unchanged) => (outcome::UNCHANGED, "unchanged".to_owned(), 0),
             Ok(PollOutcome::NotModified) => (outcome::NOT_MODIFIED, "not modified".to_owned(), 0),
+            Ok(PollOutcome::Held(reason)) => (outcome::HELD, reason.clone(), 0),
             Ok(PollOutcome::Changed(n)) => {
                 (outcome::CHANGED, format!("changed: {n} events queued"), *n)
             }

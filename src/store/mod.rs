@@ -68,12 +68,28 @@ pub struct SourceMeta {
     /// Why the source is paused (operator or flood guard); `None` when it runs.
     #[serde(default)]
     pub paused: Option<String>,
+    /// Whether the pause was the flood guard's (resume then lets one poll through it).
+    #[serde(default)]
+    pub held: bool,
+    /// Set by resuming a held source: the next poll passes the flood guard once, emitting its
+    /// changes (`Emit`) or recording them silently (`Discard`).
+    #[serde(default)]
+    pub pass_guard: Option<GuardPass>,
     /// The upstream's `ETag` for the stored state.
     #[serde(default)]
     pub etag: Option<String>,
     /// The upstream's `Last-Modified` for the stored state.
     #[serde(default)]
     pub last_modified: Option<String>,
+}
+
+/// How a held source's next poll passes the flood guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuardPass {
+    /// Emit the changes.
+    Emit,
+    /// Record them without events (re-baseline).
+    Discard,
 }
 
 /// Everything loaded for one source at start.

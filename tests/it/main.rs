@@ -10,6 +10,7 @@ mod delivery;
 mod detection;
 mod durability;
 mod fetch_failures;
+mod flood;
 mod ops;
 mod ordering;
 mod pagination;
