@@ -29,6 +29,9 @@ pub const OUTBOX_OLDEST_AGE: &str = "pollhook_outbox_oldest_age_seconds";
 /// Dead letters by `destination`.
 pub const DEAD_LETTERS: &str = "pollhook_dead_letters";
 
+/// Pauses asked for by upstream rate-limit signals, by `host`.
+pub const RATE_LIMIT_WAITS: &str = "pollhook_upstream_rate_limit_waits_total";
+
 /// Histogram buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -77,6 +80,10 @@ fn describe() {
         "Age of the oldest pending row"
     );
     describe_gauge!(DEAD_LETTERS, "Dead letters");
+    describe_counter!(
+        RATE_LIMIT_WAITS,
+        "Pauses asked for by upstream rate-limit signals"
+    );
 }
 
 #[cfg(test)]

@@ -245,7 +245,8 @@ pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
     let client = client()?;
     let items = match &src.paginate {
         Some(p) => {
-            let merged = crate::poller::paginate::fetch_pages(&client, src, p)
+            let gate = crate::poller::rate_limit::Gate::open(&src.request.url);
+            let merged = crate::poller::paginate::fetch_pages(&client, src, p, &gate)
                 .await
                 .with_context(|| format!("source {source}"))?;
             extract(&src.extract.for_merged_pages(), &merged)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
 use super::env::expand;
 use super::error::Problem;
@@ -67,19 +67,6 @@ impl<'a> Checker<'a> {
     /// Records that a required key is missing.
     pub fn missing(&mut self, path: &str, line: Option<u64>, example: &str) {
         self.problem(path, line, None, format!("is required, e.g. {example}"));
-    }
-
-    /// Records a key that this version does not implement yet.
-    pub fn unsupported<T>(&mut self, path: &str, value: &Option<Spanned<T>>) {
-        if let Some(v) = value {
-            let line = line_of(&v.referenced);
-            self.problem(
-                path,
-                line,
-                None,
-                "is not supported yet in this version of pollhook; remove it",
-            );
-        }
     }
 
     /// Expands `${VAR}` in a plain value.
@@ -153,6 +140,22 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    /// A rate such as `60/1m` or `5000/1h`.
+    pub fn rate(&mut self, path: &str, value: &Str) -> Option<super::validated::Rate> {
+        let text = self.text(path, value)?;
+        let parsed = text.trim().split_once('/').and_then(|(n, d)| {
+            let count = n.trim().parse::<u32>().ok().filter(|c| *c > 0)?;
+            let per = humantime::parse_duration(d.trim())
+                .ok()
+                .filter(|p| !p.is_zero())?;
+            Some(super::validated::Rate { count, per })
+        });
+        if parsed.is_none() {
+            self.bad(path, value, "requests per duration, e.g. 60/1m or 5000/1h");
+        }
+        parsed
     }
 
     /// One of a fixed set of words.

@@ -19,8 +19,8 @@ pub use destination::standard_key;
 pub use error::{ConfigError, Problem};
 pub use validate::DEFAULT_RETRY;
 pub use validated::{
-    Admin, Auth, Config, Destination, EmitSet, FirstPoll, Include, Method, Paginate, Request,
-    Secret, SignatureMode, Source,
+    Admin, Auth, Config, Destination, EmitSet, FirstPoll, HostLimits, Include, Method, Paginate,
+    Rate, Request, Secret, SignatureMode, Source,
 };
 
 /// Reads and validates the config file at `path`, expanding variables from the process

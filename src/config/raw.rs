@@ -2,21 +2,14 @@
 //!
 //! Phase one of the two-phase config (see `validated.rs` for phase two). Every struct denies
 //! unknown keys; scalars that need validation are `Spanned` so that errors can name the YAML line.
-//! Keys of the design whose behaviour is not built yet are accepted here as `Unsupported` so that
-//! validation can reject them with "not supported yet" instead of "unknown key".
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 /// A scalar string with the YAML location it came from.
 pub type Str = Spanned<String>;
-
-/// A key that the design names but this version does not implement; its value is ignored and
-/// validation reports it.
-pub type Unsupported = Option<Spanned<IgnoredAny>>;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -30,14 +23,25 @@ pub struct RawConfig {
     pub dead_letter_max_age: Option<Str>,
     /// Defaults applied to every source.
     pub defaults: Option<RawDefaults>,
-    /// Shared per-host budgets (not supported yet).
-    pub hosts: Unsupported,
+    /// Shared budgets by `host[:port]` of source URLs.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Spanned<RawHost>>,
     /// Webhook receivers by name.
     #[serde(default)]
     pub destinations: BTreeMap<String, Spanned<RawDestination>>,
     /// Polled APIs by name.
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<RawSource>>,
+}
+
+/// `hosts.<host>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    /// Requests per period shared by every source of the host, `N/DURATION`.
+    pub rate: Option<Str>,
+    /// Requests in flight to the host at once.
+    pub concurrency: Option<Spanned<u32>>,
 }
 
 /// `admin:`.
@@ -125,8 +129,8 @@ pub struct RawSource {
     pub max_body: Option<Str>,
     /// Jitter (overrides `defaults.jitter`).
     pub jitter: Option<Str>,
-    /// Per-source rate budget (not supported yet).
-    pub rate: Unsupported,
+    /// This source's own request budget, `N/DURATION`.
+    pub rate: Option<Str>,
     /// Pagination: `{ link: next }`, `{ cursor: { param, from } }` or `{ page: { param, start } }`.
     pub paginate: Option<Spanned<RawPaginate>>,
     /// Most pages fetched per poll (default 50).

@@ -24,7 +24,10 @@ pub(super) fn source(
     let p = |k: &str| format!("sources.{name}.{k}");
     let line = line_of(&raw.referenced);
     let s = &raw.value;
-    ck.unsupported(&p("rate"), &s.rate);
+    let rate = match &s.rate {
+        Some(r) => Some(ck.rate(&p("rate"), r)?),
+        None => None,
+    };
     let request = request(name, s, defaults, line, ck);
     let schedule = schedule(name, s, line, ck);
     let jitter = s
@@ -81,6 +84,7 @@ pub(super) fn source(
         paginate: paginate?,
         max_pages: max_pages?,
         max_changes,
+        rate,
     })
 }
 

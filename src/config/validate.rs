@@ -11,9 +11,9 @@ use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
 use super::destination::destination;
-use super::raw::{RawAdmin, RawConfig, RawDefaults};
+use super::raw::{RawAdmin, RawConfig, RawDefaults, RawHost};
 use super::source::source;
-use super::validated::{Admin, Config};
+use super::validated::{Admin, Config, HostLimits};
 
 /// Default request timeout for sources and destinations.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,7 +47,7 @@ pub(super) struct Defaults {
 
 /// Validates a parsed file.
 pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
-    ck.unsupported("hosts", &raw.hosts);
+    let hosts = hosts(&raw.hosts, ck);
     let admin = admin(raw.admin.as_ref(), ck);
     let dead_letter_max_age = raw
         .dead_letter_max_age
@@ -79,6 +79,7 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         state,
         admin,
         dead_letter_max_age,
+        hosts,
         destinations,
         sources,
     })
@@ -115,6 +116,36 @@ fn admin(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Admin>
         listen: listen?,
         token,
     })
+}
+
+fn hosts(
+    raw: &BTreeMap<String, Spanned<RawHost>>,
+    ck: &mut Checker<'_>,
+) -> BTreeMap<String, HostLimits> {
+    let mut out = BTreeMap::new();
+    for (name, host) in raw {
+        let p = format!("hosts.{name}");
+        let rate = host
+            .value
+            .rate
+            .as_ref()
+            .and_then(|r| ck.rate(&format!("{p}.rate"), r));
+        let concurrency = match &host.value.concurrency {
+            Some(c) if c.value == 0 => {
+                ck.problem(
+                    &format!("{p}.concurrency"),
+                    line_of(&c.referenced),
+                    Some("0".into()),
+                    "at least 1, e.g. concurrency: 4",
+                );
+                None
+            }
+            Some(c) => Some(c.value as usize),
+            None => None,
+        };
+        out.insert(name.to_ascii_lowercase(), HostLimits { rate, concurrency });
+    }
+    out
 }
 
 fn defaults(raw: RawDefaults, ck: &mut Checker<'_>) -> Defaults {

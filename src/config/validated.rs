@@ -22,10 +22,30 @@ pub struct Config {
     pub admin: Admin,
     /// Dead letters older than this are purged automatically.
     pub dead_letter_max_age: Option<std::time::Duration>,
+    /// Shared budgets by `host[:port]`.
+    pub hosts: BTreeMap<String, HostLimits>,
     /// Receivers by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Sources by name.
     pub sources: BTreeMap<String, Arc<Source>>,
+}
+
+/// A request budget: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests.
+    pub count: u32,
+    /// Period.
+    pub per: Duration,
+}
+
+/// `hosts.<host>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostLimits {
+    /// Shared request budget.
+    pub rate: Option<Rate>,
+    /// Most requests in flight to the host.
+    pub concurrency: Option<usize>,
 }
 
 /// The admin API settings.
@@ -208,6 +228,8 @@ pub struct Source {
     pub max_pages: usize,
     /// Most events one poll may emit before the flood guard holds the source.
     pub max_changes: usize,
+    /// This source's own request budget.
+    pub rate: Option<Rate>,
 }
 
 /// How a paginated source finds its next page.

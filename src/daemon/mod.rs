@@ -121,6 +121,7 @@ pub async fn run(
         client: poller::client().map_err(DaemonError::Client)?,
         rows: rows_tx,
         registry: registry.clone(),
+        limits: Arc::new(poller::Limits::new(&config.hosts)),
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);

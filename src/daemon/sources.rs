@@ -65,7 +65,7 @@ impl SourceSet {
 
     /// Starts a task for `source`, loading its stored state.
     pub fn start(&mut self, source: Arc<Source>) -> Result<(), StoreError> {
-        let poller = Poller::load(source.clone(), &self.ctx.store)?;
+        let poller = Poller::load(source.clone(), &self.ctx)?;
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let token = self.root.child_token();
         let (ctx, task_token, exits, name) = (

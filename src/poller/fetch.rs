@@ -7,6 +7,7 @@ use reqwest::header::{
     CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, USER_AGENT,
 };
 
+use super::rate_limit::Gate;
 use crate::config::{Auth, Method, Request};
 use crate::delivery::send::error_chain;
 use crate::delivery::signing::USER_AGENT_VALUE;
@@ -67,9 +68,9 @@ pub enum Fetched {
     Body(Vec<u8>, Validators),
 }
 
-/// Fetches `req` without validators and returns the whole body.
+/// Fetches `req` once, outside any budget (preview), and returns the whole body.
 pub async fn fetch(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>, FetchError> {
-    match fetch_if(client, req, &Validators::default()).await? {
+    match fetch_if(client, req, &Validators::default(), &Gate::open(&req.url)).await? {
         Fetched::Body(body, _) => Ok(body),
         Fetched::NotModified => Err(FetchError::Status(304)),
     }
@@ -80,8 +81,9 @@ pub async fn fetch_if(
     client: &reqwest::Client,
     req: &Request,
     validators: &Validators,
+    gate: &Gate,
 ) -> Result<Fetched, FetchError> {
-    Ok(fetch_url(client, req, &req.url, validators).await?.0)
+    Ok(fetch_url(client, req, &req.url, validators, gate).await?.0)
 }
 
 /// Fetches `url` with `req`'s settings; also returns the response headers (for `Link`).
@@ -90,8 +92,11 @@ pub async fn fetch_url(
     req: &Request,
     url: &reqwest::Url,
     validators: &Validators,
+    gate: &Gate,
 ) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
-    match tokio::time::timeout(req.timeout, fetch_inner(client, req, url, validators)).await {
+    // Budget waits come before the request's own timeout starts.
+    let _permit = gate.acquire().await;
+    match tokio::time::timeout(req.timeout, fetch_inner(client, req, url, validators, gate)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(req.timeout)),
     }
@@ -102,6 +107,7 @@ async fn fetch_inner(
     req: &Request,
     url: &reqwest::Url,
     validators: &Validators,
+    gate: &Gate,
 ) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
     let mut builder = match req.method {
         Method::Get => client.get(url.clone()),
@@ -134,6 +140,7 @@ async fn fetch_inner(
     }
     let mut resp = builder.send().await.map_err(|e| classify(e, req.timeout))?;
     let status = resp.status();
+    gate.observe(status.as_u16(), resp.headers());
     if status == reqwest::StatusCode::NOT_MODIFIED && req.conditional {
         return Ok((Fetched::NotModified, resp.headers().clone()));
     }

@@ -9,6 +9,7 @@
 mod fetch;
 pub mod paginate;
 pub mod process;
+pub mod rate_limit;
 mod task;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use process::{
     body_fingerprint, build_commit, extract_and_diff, flood, previous_keys, settings_fingerprint,
     update_index,
 };
+use rate_limit::Gate;
+pub use rate_limit::Limits;
 pub use task::Control;
 
 /// Why one poll failed. State is untouched and no event is emitted in every case.
@@ -68,6 +71,8 @@ pub struct PollContext {
     pub rows: RowSender,
     /// Where each source reports its status.
     pub registry: Arc<Registry>,
+    /// Per-host budgets and upstream signals.
+    pub limits: Arc<Limits>,
 }
 
 /// One source's runtime state.
@@ -78,17 +83,21 @@ pub struct Poller {
     last_body: Option<blake3::Hash>,
     /// Which item bytes stand for the stored content (see `extract::RawIndex`).
     known: RawIndex,
+    /// The source's and its host's request budgets.
+    gate: Gate,
 }
 
 impl Poller {
     /// Loads the source's stored state.
-    pub fn load(source: Arc<Source>, store: &Store) -> Result<Poller, StoreError> {
-        let snapshot = store.backend().load_source(&source.name)?;
+    pub fn load(source: Arc<Source>, ctx: &PollContext) -> Result<Poller, StoreError> {
+        let snapshot = ctx.store.backend().load_source(&source.name)?;
+        let gate = Gate::new(ctx.limits.host(&source.request.url), source.rate);
         Ok(Poller {
             source,
             snapshot,
             last_body: None,
             known: RawIndex::default(),
+            gate,
         })
     }
 
@@ -108,10 +117,10 @@ impl Poller {
         let (body, validators) = match &self.source.paginate {
             // Paginated runs are not conditional: validators would stand for one page only.
             Some(p) => (
-                paginate::fetch_pages(&ctx.client, &self.source, p).await?,
+                paginate::fetch_pages(&ctx.client, &self.source, p, &self.gate).await?,
                 Validators::default(),
             ),
-            None => match fetch_if(&ctx.client, &self.source.request, &sent).await? {
+            None => match fetch_if(&ctx.client, &self.source.request, &sent, &self.gate).await? {
                 Fetched::NotModified => return Ok(PollOutcome::NotModified),
                 Fetched::Body(body, validators) => (body, validators),
             },

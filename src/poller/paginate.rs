@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::PollError;
 use super::fetch::{Fetched, Validators, fetch_url};
+use super::rate_limit::Gate;
 use crate::config::{Paginate, Source};
 use crate::extract::{ExtractError, raw_items};
 
@@ -19,6 +20,7 @@ pub async fn fetch_pages(
     client: &reqwest::Client,
     source: &Source,
     paginate: &Paginate,
+    gate: &Gate,
 ) -> Result<Vec<u8>, PollError> {
     let mut url = source.request.url.clone();
     let mut page_number = 0i64;
@@ -37,7 +39,7 @@ pub async fn fetch_pages(
             )));
         }
         let (fetched, headers) =
-            fetch_url(client, &source.request, &url, &Validators::default()).await?;
+            fetch_url(client, &source.request, &url, &Validators::default(), gate).await?;
         let Fetched::Body(body, _) = fetched else {
             return Err(fail(
                 "a page answered 304 without a conditional request".to_owned(),

@@ -171,17 +171,30 @@ fn all_problems_are_reported_together() {
     );
 }
 
-/// Keys whose behaviour is not built yet are refused as "not supported yet", never ignored.
+/// Budgets are validated: `N/DURATION` rates, host concurrency of at least 1.
 #[test]
-fn unsupported_keys_are_rejected_not_ignored() {
-    let rate = VALID.replace("    key: /id\n", "    key: /id\n    rate: 30/1m\n");
+fn rates_and_host_limits_are_validated() {
+    let rate = VALID.replace("    key: /id\n", "    key: /id\n    rate: fast\n");
     assert_rejected(
         &rate,
         &[SECRET],
-        &["sources.issues.rate", "not supported yet"],
+        &["sources.issues.rate", "\"fast\"", "60/1m"],
     );
-    let hosts = format!("hosts:\n  api.github.com:\n    rate: 5000/1h\n{VALID}");
-    assert_rejected(&hosts, &[SECRET], &["hosts", "not supported yet"]);
+    let hosts = format!("hosts:\n  api.github.com:\n    rate: 0/1h\n    concurrency: 0\n{VALID}");
+    assert_rejected(
+        &hosts,
+        &[SECRET],
+        &[
+            "hosts.api.github.com.rate",
+            "hosts.api.github.com.concurrency",
+        ],
+    );
+    let ok = format!(
+        "hosts:\n  api.github.com:\n    rate: 5000/1h\n    concurrency: 4\n{}",
+        VALID.replace("    key: /id\n", "    key: /id\n    rate: 30/1m\n")
+    );
+    let (code, text) = check(&ok, &[SECRET]);
+    assert_eq!(code, 0, "{text}");
 }
 
 /// Pagination settings are validated: one style, `link: next`, a pointer, max_pages ≥ 1.

@@ -14,4 +14,5 @@ mod flood;
 mod ops;
 mod ordering;
 mod pagination;
+mod rate_limits;
 mod reload;

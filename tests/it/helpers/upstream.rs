@@ -16,6 +16,8 @@ pub enum Reply {
     Json(String),
     /// This status with an empty body.
     Status(u16),
+    /// This status with these headers and a JSON `[]` body.
+    StatusWith(u16, Vec<(&'static str, String)>),
 }
 
 #[derive(Clone)]
@@ -74,5 +76,14 @@ async fn serve(State(s): State<Shared>) -> Response {
         Reply::Status(code) => StatusCode::from_u16(code)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             .into_response(),
+        Reply::StatusWith(code, headers) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = (status, "[]").into_response();
+            for (k, v) in headers {
+                resp.headers_mut()
+                    .insert(k, v.parse().expect("header value"));
+            }
+            resp
+        }
     }
 }

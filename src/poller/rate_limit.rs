@@ -1,0 +1,343 @@
+//! Request budgets and upstream rate-limit signals. Every request (each page too) passes a
+//! [`Gate`]: the host's block (set by the upstream's signals), the source's own `rate`, the
+//! host's shared `rate`, then a slot of the host's `concurrency`. Budgets are GCRA limiters
+//! (governor); signals are parsed by the pure [`signal_wait`].
+//!
+//! Design notes: one [`HostGate`] per `host[:port]`, shared by every source of that host, so a
+//! 429 seen by one source pauses all of them. While a host is blocked no request is sent; the
+//! wait is re-checked after every other wait, since a signal can arrive meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::Url;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::admin::metrics as m;
+use crate::config::{HostLimits, Rate};
+use crate::delivery::retry::parse_retry_after;
+
+/// Shortest wait after a 403/429 that carries no rate-limit header.
+pub const UNSIGNALLED_WAIT: Duration = Duration::from_secs(60);
+/// Longest such wait after repeated strikes.
+pub const MAX_UNSIGNALLED_WAIT: Duration = Duration::from_secs(3600);
+
+fn limiter(rate: Rate) -> DefaultDirectRateLimiter {
+    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+    let period = (rate.per / rate.count.max(1)).max(Duration::from_nanos(1));
+    // `with_period` only fails for a zero period, excluded above.
+    let quota = Quota::with_period(period)
+        .expect("non-zero period")
+        .allow_burst(count);
+    RateLimiter::direct(quota)
+}
+
+/// The shared state of one upstream host.
+pub struct HostGate {
+    name: String,
+    rate: Option<DefaultDirectRateLimiter>,
+    concurrency: Option<Arc<Semaphore>>,
+    blocked_until: Mutex<Option<Instant>>,
+    strikes: AtomicU32,
+}
+
+impl HostGate {
+    fn new(name: String, limits: HostLimits) -> HostGate {
+        HostGate {
+            name,
+            rate: limits.rate.map(limiter),
+            concurrency: limits.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            blocked_until: Mutex::new(None),
+            strikes: AtomicU32::new(0),
+        }
+    }
+
+    /// Until when requests to this host wait, if they do.
+    pub fn blocked_until(&self) -> Option<Instant> {
+        let until = *self.blocked_until.lock().ok()?;
+        until.filter(|u| *u > Instant::now())
+    }
+
+    fn block_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        if let Ok(mut b) = self.blocked_until.lock() {
+            *b = Some(b.map_or(until, |old| old.max(until)));
+        }
+        metrics::counter!(m::RATE_LIMIT_WAITS, "host" => self.name.clone()).increment(1);
+        tracing::warn!(host = %self.name, wait_s = wait.as_secs_f64(), "upstream asked to slow down; pausing every source of this host");
+    }
+}
+
+/// Every host's gate, created on first use.
+pub struct Limits {
+    config: BTreeMap<String, HostLimits>,
+    hosts: Mutex<HashMap<String, Arc<HostGate>>>,
+}
+
+impl Limits {
+    /// Limits from the `hosts:` section.
+    pub fn new(config: &BTreeMap<String, HostLimits>) -> Limits {
+        Limits {
+            config: config.clone(),
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The gate of `url`'s host: configured as `host:port` or `host`, otherwise unlimited (but
+    /// still subject to the upstream's signals).
+    pub fn host(&self, url: &Url) -> Arc<HostGate> {
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let with_port = url.port_or_known_default().map(|p| format!("{host}:{p}"));
+        let key = with_port
+            .clone()
+            .filter(|k| self.config.contains_key(k))
+            .unwrap_or(host.clone());
+        let limits = self.config.get(&key).copied().unwrap_or_default();
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return Arc::new(HostGate::new(key, limits));
+        };
+        hosts
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(HostGate::new(key, limits)))
+            .clone()
+    }
+}
+
+/// What one source's requests pass through.
+pub struct Gate {
+    host: Arc<HostGate>,
+    source: Option<DefaultDirectRateLimiter>,
+}
+
+impl Gate {
+    /// A gate for a source with its own `rate`, on `host`.
+    pub fn new(host: Arc<HostGate>, rate: Option<Rate>) -> Gate {
+        Gate {
+            host,
+            source: rate.map(limiter),
+        }
+    }
+
+    /// A gate with no budgets (preview).
+    pub fn open(url: &Url) -> Gate {
+        Gate::new(
+            Arc::new(HostGate::new(
+                url.host_str().unwrap_or("").to_owned(),
+                HostLimits::default(),
+            )),
+            None,
+        )
+    }
+
+    /// Waits until a request may be sent; hold the permit for the whole request.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.wait_unblocked().await;
+        if let Some(r) = &self.source {
+            r.until_ready().await;
+        }
+        if let Some(r) = &self.host.rate {
+            r.until_ready().await;
+        }
+        let permit = match &self.host.concurrency {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        self.wait_unblocked().await;
+        permit
+    }
+
+    async fn wait_unblocked(&self) {
+        while let Some(until) = self.host.blocked_until() {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Records an answer's rate-limit signals.
+    pub fn observe(&self, status: u16, headers: &HeaderMap) {
+        let strikes = self.host.strikes.load(Ordering::Relaxed);
+        match signal_wait(status, headers, SystemTime::now(), strikes) {
+            Some(Signal::Told(wait)) => self.host.block_for(wait),
+            Some(Signal::Unsignalled(wait)) => {
+                self.host.strikes.fetch_add(1, Ordering::Relaxed);
+                self.host.block_for(wait);
+            }
+            None if (200..400).contains(&status) => self.host.strikes.store(0, Ordering::Relaxed),
+            None => {}
+        }
+    }
+}
+
+/// Why and how long to stop sending to a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The upstream said how long.
+    Told(Duration),
+    /// A 403/429 without a rate-limit header: at least a minute, doubling per strike.
+    Unsignalled(Duration),
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// The pause an answer asks for: `Retry-After` on 429/503, `X-RateLimit-Remaining: 0` with
+/// `X-RateLimit-Reset` (epoch seconds), the IETF `RateLimit: "name";r=0;t=N` or the older
+/// `RateLimit-Remaining: 0` with `RateLimit-Reset: N`; a 403/429 with none of them waits at
+/// least a minute, doubling with each strike up to an hour.
+pub fn signal_wait(
+    status: u16,
+    headers: &HeaderMap,
+    now: SystemTime,
+    strikes: u32,
+) -> Option<Signal> {
+    let retry_after = header(headers, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(v, now));
+    if let Some(wait) = retry_after.filter(|_| matches!(status, 429 | 503)) {
+        return Some(Signal::Told(wait));
+    }
+    let reset = header(headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+    if let Some(reset) = reset.filter(|_| header(headers, "x-ratelimit-remaining") == Some("0")) {
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        return Some(Signal::Told(Duration::from_secs(
+            reset.saturating_sub(now_s).max(1),
+        )));
+    }
+    if let Some(wait) = header(headers, "ratelimit").and_then(ietf_wait) {
+        return Some(Signal::Told(wait));
+    }
+    let reset = header(headers, "ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+    if let Some(secs) = reset.filter(|_| header(headers, "ratelimit-remaining") == Some("0")) {
+        return Some(Signal::Told(Duration::from_secs(secs.max(1))));
+    }
+    if matches!(status, 403 | 429) {
+        let wait = UNSIGNALLED_WAIT
+            .saturating_mul(1 << strikes.min(6))
+            .min(MAX_UNSIGNALLED_WAIT);
+        return Some(Signal::Unsignalled(wait));
+    }
+    None
+}
+
+/// `RateLimit: "default";r=0;t=30` (several comma-separated policies allowed): the longest `t`
+/// of a policy with `r=0`.
+fn ietf_wait(value: &str) -> Option<Duration> {
+    value
+        .split(',')
+        .filter_map(|item| {
+            let params: Vec<(&str, &str)> = item
+                .split(';')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect();
+            let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+            (get("r")? == "0")
+                .then(|| get("t")?.parse::<u64>().ok())
+                .flatten()
+        })
+        .max()
+        .map(|t| Duration::from_secs(t.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn reads_every_signal() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            signal_wait(429, &h(&[("retry-after", "7")]), now, 0),
+            Some(Signal::Told(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            signal_wait(
+                503,
+                &h(&[(
+                    "retry-after",
+                    &httpdate::fmt_http_date(now + Duration::from_secs(9))
+                )]),
+                now,
+                0
+            ),
+            Some(Signal::Told(Duration::from_secs(9)))
+        );
+        assert_eq!(
+            signal_wait(
+                200,
+                &h(&[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1000030")
+                ]),
+                now,
+                0
+            ),
+            Some(Signal::Told(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            signal_wait(
+                200,
+                &h(&[
+                    ("x-ratelimit-remaining", "5"),
+                    ("x-ratelimit-reset", "1000030")
+                ]),
+                now,
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            signal_wait(200, &h(&[("ratelimit", "\"default\";r=0;t=12")]), now, 0),
+            Some(Signal::Told(Duration::from_secs(12)))
+        );
+        assert_eq!(
+            signal_wait(200, &h(&[("ratelimit", "\"default\";r=3;t=12")]), now, 0),
+            None
+        );
+        assert_eq!(
+            signal_wait(
+                200,
+                &h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "4")]),
+                now,
+                0
+            ),
+            Some(Signal::Told(Duration::from_secs(4)))
+        );
+    }
+
+    #[test]
+    fn unsignalled_refusals_wait_a_minute_then_back_off() {
+        let now = UNIX_EPOCH;
+        assert_eq!(
+            signal_wait(403, &HeaderMap::new(), now, 0),
+            Some(Signal::Unsignalled(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            signal_wait(429, &HeaderMap::new(), now, 2),
+            Some(Signal::Unsignalled(Duration::from_secs(240)))
+        );
+        assert_eq!(
+            signal_wait(403, &HeaderMap::new(), now, 20),
+            Some(Signal::Unsignalled(MAX_UNSIGNALLED_WAIT))
+        );
+        assert_eq!(signal_wait(500, &HeaderMap::new(), now, 0), None);
+    }
+}
