@@ -217,6 +217,11 @@ impl Poller {
         Ok(())
     }
 
+    /// The interval the upstream asked for (`X-Poll-Interval`), if any.
+    pub fn upstream_interval(&self) -> Option<std::time::Duration> {
+        self.gate.poll_interval()
+    }
+
     /// The source this poller serves.
     pub fn source(&self) -> &Source {
         &self.source

@@ -13,7 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -28,27 +32,74 @@ pub const UNSIGNALLED_WAIT: Duration = Duration::from_secs(60);
 /// Longest such wait after repeated strikes.
 pub const MAX_UNSIGNALLED_WAIT: Duration = Duration::from_secs(3600);
 
-fn limiter(rate: Rate) -> DefaultDirectRateLimiter {
+/// governor's clock on tokio's time, so budgets follow `tokio::time::pause` in tests and every
+/// wait is a tokio sleep.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+/// An instant of [`TokioClock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokioInstant(Instant);
+
+impl std::ops::Add<Nanos> for TokioInstant {
+    type Output = TokioInstant;
+    fn add(self, n: Nanos) -> TokioInstant {
+        TokioInstant(self.0 + Duration::from(n))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_duration_since(earlier.0))
+    }
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        TokioInstant(
+            self.0
+                .checked_sub(Duration::from(duration))
+                .unwrap_or(self.0),
+        )
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+    fn now(&self) -> TokioInstant {
+        TokioInstant(Instant::now())
+    }
+}
+
+/// A GCRA budget on tokio's clock.
+pub type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// Waits until `limiter` admits one request.
+async fn until_ready(limiter: &Limiter) {
+    while let Err(not_until) = limiter.check() {
+        tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
+    }
+}
+
+fn limiter(rate: Rate) -> Limiter {
     let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
     let period = (rate.per / rate.count.max(1)).max(Duration::from_nanos(1));
     // `with_period` only fails for a zero period, excluded above.
     let quota = Quota::with_period(period)
         .expect("non-zero period")
         .allow_burst(count);
-    RateLimiter::direct(quota)
+    RateLimiter::direct_with_clock(quota, TokioClock)
 }
 
 /// The shared state of one upstream host.
 pub struct HostGate {
     name: String,
-    rate: Option<DefaultDirectRateLimiter>,
+    rate: Option<Limiter>,
     concurrency: Option<Arc<Semaphore>>,
     blocked_until: Mutex<Option<Instant>>,
     strikes: AtomicU32,
 }
 
 impl HostGate {
-    fn new(name: String, limits: HostLimits) -> HostGate {
+    /// A gate for host `name` with its configured limits.
+    pub fn new(name: String, limits: HostLimits) -> HostGate {
         HostGate {
             name,
             rate: limits.rate.map(limiter),
@@ -112,7 +163,9 @@ impl Limits {
 /// What one source's requests pass through.
 pub struct Gate {
     host: Arc<HostGate>,
-    source: Option<DefaultDirectRateLimiter>,
+    source: Option<Limiter>,
+    /// GitHub's `X-Poll-Interval` (seconds) from the last answer; 0 when absent.
+    poll_interval_s: AtomicU32,
 }
 
 impl Gate {
@@ -121,6 +174,7 @@ impl Gate {
         Gate {
             host,
             source: rate.map(limiter),
+            poll_interval_s: AtomicU32::new(0),
         }
     }
 
@@ -139,10 +193,10 @@ impl Gate {
     pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
         self.wait_unblocked().await;
         if let Some(r) = &self.source {
-            r.until_ready().await;
+            until_ready(r).await;
         }
         if let Some(r) = &self.host.rate {
-            r.until_ready().await;
+            until_ready(r).await;
         }
         let permit = match &self.host.concurrency {
             Some(s) => s.clone().acquire_owned().await.ok(),
@@ -158,8 +212,17 @@ impl Gate {
         }
     }
 
+    /// The shortest interval the upstream asked this source to keep (`X-Poll-Interval`).
+    pub fn poll_interval(&self) -> Option<Duration> {
+        let secs = self.poll_interval_s.load(Ordering::Relaxed);
+        (secs > 0).then(|| Duration::from_secs(u64::from(secs)))
+    }
+
     /// Records an answer's rate-limit signals.
     pub fn observe(&self, status: u16, headers: &HeaderMap) {
+        if let Some(secs) = header(headers, "x-poll-interval").and_then(|v| v.parse::<u32>().ok()) {
+            self.poll_interval_s.store(secs, Ordering::Relaxed);
+        }
         let strikes = self.host.strikes.load(Ordering::Relaxed);
         match signal_wait(status, headers, SystemTime::now(), strikes) {
             Some(Signal::Told(wait)) => self.host.block_for(wait),
@@ -321,6 +384,78 @@ mod tests {
             ),
             Some(Signal::Told(Duration::from_secs(4)))
         );
+    }
+
+    use proptest::prelude::*;
+
+    /// Checks that `sends` never beat a GCRA budget of `rate`: any two sends i < j are at least
+    /// (j - i - (burst - 1)) emission intervals apart.
+    fn within_budget(sends: &[Instant], rate: Rate) -> Result<(), String> {
+        let interval = rate.per / rate.count;
+        for i in 0..sends.len() {
+            for j in i + 1..sends.len() {
+                let allowed_free = (rate.count as usize).saturating_sub(1);
+                let needed = (j - i).saturating_sub(allowed_free) as u32;
+                let gap = sends[j] - sends[i];
+                if gap + Duration::from_micros(1) < interval * needed {
+                    return Err(format!(
+                        "sends {i} and {j} are {gap:?} apart; {rate:?} needs {:?}",
+                        interval * needed
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// With time paused: over random budgets, request counts, think times and upstream
+        /// replies, no request is sent faster than the source's or the host's budget, and none
+        /// while the host is blocked by a signal.
+        #[test]
+        fn requests_respect_budgets_and_blocks(
+            src in (1u32..5, 100u64..3000),
+            host in (1u32..6, 100u64..3000),
+            replies in proptest::collection::vec((0u8..8, 0u64..400, 1u64..4), 5..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            let result: Result<(), String> = rt.block_on(async {
+                let src_rate = Rate { count: src.0, per: Duration::from_millis(src.1) };
+                let host_rate = Rate { count: host.0, per: Duration::from_millis(host.1) };
+                let gate_host = Arc::new(HostGate::new("h".into(), HostLimits { rate: Some(host_rate), concurrency: Some(1) }));
+                let gate = Gate::new(gate_host, Some(src_rate));
+                let mut sends = Vec::new();
+                let mut blocked_until: Option<Instant> = None;
+                for (kind, think_ms, retry_s) in replies {
+                    let permit = gate.acquire().await;
+                    let now = Instant::now();
+                    if let Some(until) = blocked_until.filter(|u| now < *u) {
+                        return Err(format!("sent at {now:?} while blocked until {until:?}"));
+                    }
+                    sends.push(now);
+                    let mut headers = HeaderMap::new();
+                    let status = match kind {
+                        0 => {
+                            headers.insert("retry-after", retry_s.to_string().parse().unwrap());
+                            429
+                        }
+                        1 => 403,
+                        _ => 200,
+                    };
+                    gate.observe(status, &headers);
+                    if let Some(until) = gate.host.blocked_until() {
+                        blocked_until = Some(blocked_until.map_or(until, |b| b.max(until)));
+                    }
+                    drop(permit);
+                    tokio::time::sleep(Duration::from_millis(think_ms)).await;
+                }
+                within_budget(&sends, src_rate)?;
+                within_budget(&sends, host_rate)
+            });
+            prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+        }
     }
 
     #[test]

@@ -98,6 +98,13 @@ impl Poller {
             }
             let now = Utc::now();
             base = schedule.next_after(base, now);
+            // GitHub's X-Poll-Interval raises this source's interval, never lowers it.
+            if let Some(min) = self
+                .upstream_interval()
+                .filter(|min| *min > schedule.interval(now))
+            {
+                base = base.max(now + chrono_of(min));
+            }
             if failures > 0 {
                 let backoff = failure_backoff(schedule.interval(now), failures - 1);
                 base = base.max(now + chrono_of(backoff));

@@ -114,3 +114,30 @@ async fn unsignalled_refusal_blocks_the_host() {
     .await;
     d.stop().await;
 }
+
+/// GitHub's `X-Poll-Interval` raises the source's interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_poll_interval_raises_the_interval() {
+    let up = Upstream::start("[]").await;
+    up.set(Reply::StatusWith(
+        200,
+        vec![("x-poll-interval", "60".to_owned())],
+    ));
+    let rx = receiver(204).await;
+    let d = Daemon::start(&simple_yaml(&up.url, &rx.uri(), ""));
+    up.wait_polls(1).await;
+    let after_first = up.hits();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        up.hits(),
+        after_first,
+        "polled again before the 60 s the upstream asked for"
+    );
+    let (status, body) = admin("POST", &format!("{}/v1/sources/things/poll", d.admin), None).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("unchanged")),
+        "an operator poll still runs"
+    );
+    d.stop().await;
+}
