@@ -2,7 +2,8 @@
 //! real `pollhook` binary polling each source every second, with 1% of sources changing per
 //! second; then a burst of 10,000 changes at once. Everything on 127.0.0.1; bounded in time.
 //!
-//! `cargo bench --bench load` (env: LOAD_SOURCES=1000, LOAD_SECONDS=30).
+//! `cargo bench --bench load` (env: LOAD_SOURCES=1000, LOAD_SECONDS=30, LOAD_CONDITIONAL=0 to
+//! turn conditional requests off; the upstream always sends ETags and honours If-None-Match).
 //! Prints polls/s achieved vs scheduled, schedule lag p50/p99, detection-to-delivery and
 //! change-to-delivery latency p50/p99, deliveries/s, daemon CPU seconds per 1,000 polls, peak
 //! RSS, and the burst delivery rate.
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use support::serve;
@@ -25,10 +28,11 @@ const ITEMS: usize = 10;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 struct Upstream {
-    bodies: Vec<RwLock<Bytes>>,
+    bodies: Vec<RwLock<(Bytes, String)>>,
     revs: Vec<Mutex<[(u64, i64); ITEMS]>>,
     arrivals: Vec<Mutex<Vec<Instant>>>,
     hits: AtomicUsize,
+    not_modified: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -58,11 +62,12 @@ impl Upstream {
     fn new(n: usize) -> Upstream {
         Upstream {
             bodies: (0..n)
-                .map(|s| RwLock::new(render(s, &[(0, 0); ITEMS])))
+                .map(|s| RwLock::new(tagged(render(s, &[(0, 0); ITEMS]))))
                 .collect(),
             revs: (0..n).map(|_| Mutex::new([(0, 0); ITEMS])).collect(),
             arrivals: (0..n).map(|_| Mutex::new(Vec::with_capacity(64))).collect(),
             hits: AtomicUsize::new(0),
+            not_modified: AtomicUsize::new(0),
         }
     }
 
@@ -73,18 +78,36 @@ impl Upstream {
         for rev in revs.iter_mut().take(items) {
             *rev = (rev.0 + 1, now);
         }
-        *self.bodies[s].write().unwrap() = render(s, &revs);
+        *self.bodies[s].write().unwrap() = tagged(render(s, &revs));
     }
+}
+
+/// A body with its ETag (a hash of the bytes).
+fn tagged(body: Bytes) -> (Bytes, String) {
+    let tag = format!("\"{:x}\"", xxhash_rust::xxh3::xxh3_64(&body));
+    (body, tag)
 }
 
 async fn serve_source(
     State(up): State<Arc<Upstream>>,
     Path(n): Path<usize>,
-) -> ([(&'static str, &'static str); 1], Bytes) {
+    headers: HeaderMap,
+) -> Response {
     up.hits.fetch_add(1, Ordering::Relaxed);
     up.arrivals[n].lock().unwrap().push(Instant::now());
-    let body = up.bodies[n].read().unwrap().clone();
-    ([("content-type", "application/json")], body)
+    let (body, tag) = up.bodies[n].read().unwrap().clone();
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(tag.as_str()) {
+        up.not_modified.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::NOT_MODIFIED, [("etag", tag)]).into_response();
+    }
+    (
+        [
+            ("content-type", "application/json".to_owned()),
+            ("etag", tag),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> axum::http::StatusCode {
@@ -108,12 +131,12 @@ async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> axum::http::St
     axum::http::StatusCode::NO_CONTENT
 }
 
-fn config(sources: usize, up: &str, rx: &str) -> String {
+fn config(sources: usize, up: &str, rx: &str, conditional: bool) -> String {
     let mut y = format!(
-        "state: ./state.redb\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\nsources:\n"
+        "state: ./state.redb\nadmin:\n  listen: off\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\nsources:\n"
     );
     for s in 0..sources {
-        y.push_str(&format!("  s{s}:\n    url: {up}/s/{s}\n    every: 1s\n    jitter: 0%\n    key: /id\n    to: [sink]\n"));
+        y.push_str(&format!("  s{s}:\n    url: {up}/s/{s}\n    every: 1s\n    jitter: 0%\n    key: /id\n    conditional: {conditional}\n    to: [sink]\n"));
     }
     y
 }
@@ -218,7 +241,8 @@ async fn run(sources: usize, seconds: u64) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bridge.yaml");
-    std::fs::write(&cfg, config(sources, &up_url, &rx_url)).unwrap();
+    let conditional = std::env::var("LOAD_CONDITIONAL").as_deref() != Ok("0");
+    std::fs::write(&cfg, config(sources, &up_url, &rx_url, conditional)).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pollhook"))
         .args(["run", "-c"])
         .arg(&cfg)
@@ -240,6 +264,7 @@ async fn run(sources: usize, seconds: u64) {
     // Steady window.
     let (cpu0, _) = usage(pid);
     let hits0 = up.hits.load(Ordering::Relaxed);
+    let not_modified0 = up.not_modified.load(Ordering::Relaxed);
     let delivered0 = rx.count.load(Ordering::Relaxed);
     rx.detect_ms.lock().unwrap().clear();
     rx.change_ms.lock().unwrap().clear();
@@ -256,6 +281,7 @@ async fn run(sources: usize, seconds: u64) {
     let window = t0.elapsed().as_secs_f64();
     let (cpu1, rss) = usage(pid);
     let polls = up.hits.load(Ordering::Relaxed) - hits0;
+    let not_modified = up.not_modified.load(Ordering::Relaxed) - not_modified0;
     tokio::time::sleep(Duration::from_millis(1500)).await; // let the last changes arrive
     let delivered = rx.count.load(Ordering::Relaxed) - delivered0;
     let mut lag = lags(&up, t0);
@@ -264,6 +290,11 @@ async fn run(sources: usize, seconds: u64) {
     println!(
         "polls/s achieved {:.0} vs scheduled {sources}",
         polls as f64 / window
+    );
+    let share = 100.0 * not_modified as f64 / polls.max(1) as f64;
+    println!(
+        "conditional requests {}: {share:.1}% of polls answered 304",
+        if conditional { "on" } else { "off" }
     );
     println!(
         "schedule lag ms p50 {} p99 {}",

@@ -85,6 +85,8 @@ pub struct Poller {
     known: RawIndex,
     /// The source's and its host's request budgets.
     gate: Gate,
+    /// Per-page validators and items of the last paginated run (memory only).
+    pages: paginate::PageCache,
 }
 
 impl Poller {
@@ -98,6 +100,7 @@ impl Poller {
             last_body: None,
             known: RawIndex::default(),
             gate,
+            pages: paginate::PageCache::default(),
         })
     }
 
@@ -115,11 +118,21 @@ impl Poller {
             false => Validators::default(),
         };
         let (body, validators) = match &self.source.paginate {
-            // Paginated runs are not conditional: validators would stand for one page only.
-            Some(p) => (
-                paginate::fetch_pages(&ctx.client, &self.source, p, &self.gate).await?,
-                Validators::default(),
-            ),
+            // Pages carry their own validators (in memory); the snapshot's stay empty.
+            Some(p) => {
+                let pages = paginate::fetch_pages(
+                    &ctx.client,
+                    &self.source,
+                    p,
+                    &self.gate,
+                    &mut self.pages,
+                )
+                .await?;
+                if pages.all_not_modified && current {
+                    return Ok(PollOutcome::NotModified);
+                }
+                (pages.body, Validators::default())
+            }
             None => match fetch_if(&ctx.client, &self.source.request, &sent, &self.gate).await? {
                 Fetched::NotModified => return Ok(PollOutcome::NotModified),
                 Fetched::Body(body, validators) => (body, validators),

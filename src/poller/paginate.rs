@@ -3,7 +3,7 @@
 //! snapshot. Any page failing, a page repeating, a next link to another origin, or more pages
 //! than `max_pages` fails the whole poll: deletions are only ever computed from complete runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use reqwest::Url;
 use reqwest::header::LINK;
@@ -15,22 +15,43 @@ use super::rate_limit::Gate;
 use crate::config::{Paginate, Source};
 use crate::extract::{ExtractError, raw_items};
 
-/// Fetches every page of `source` and returns the merged items array as JSON bytes.
+/// What one page contributed, kept (in memory) to answer a later 304 for the same URL.
+#[derive(Debug, Clone, Default)]
+pub struct CachedPage {
+    validators: Validators,
+    items: Vec<String>,
+    next: Option<Url>,
+}
+
+/// Per-page validators and contents of a source's last run, by page URL.
+pub type PageCache = HashMap<String, CachedPage>;
+
+/// A complete run.
+#[derive(Debug)]
+pub struct Pages {
+    /// The merged items array, as JSON.
+    pub body: Vec<u8>,
+    /// Whether every page answered 304 (the snapshot is unchanged).
+    pub all_not_modified: bool,
+}
+
+/// Fetches every page of `source` and merges their items. With conditional requests on, each
+/// page is sent its own validators from `cache`, and a 304 page reuses its cached items.
 pub async fn fetch_pages(
     client: &reqwest::Client,
     source: &Source,
     paginate: &Paginate,
     gate: &Gate,
-) -> Result<Vec<u8>, PollError> {
+    cache: &mut PageCache,
+) -> Result<Pages, PollError> {
     let mut url = source.request.url.clone();
-    let mut page_number = 0i64;
     if let Paginate::Page { param, start } = paginate {
-        page_number = *start;
-        url = with_param(&url, param, &page_number.to_string());
+        url = with_param(&url, param, &start.to_string());
     }
     let mut seen = HashSet::from([url.to_string()]);
     let mut merged = String::from("[");
     let mut count = 0usize;
+    let mut all_not_modified = true;
     for fetched_pages in 1.. {
         if fetched_pages > source.max_pages {
             return Err(fail(format!(
@@ -38,37 +59,16 @@ pub async fn fetch_pages(
                 source.max_pages
             )));
         }
-        let (fetched, headers) =
-            fetch_url(client, &source.request, &url, &Validators::default(), gate).await?;
-        let Fetched::Body(body, _) = fetched else {
-            return Err(fail(
-                "a page answered 304 without a conditional request".to_owned(),
-            ));
-        };
-        let items = raw_items(&source.extract, &body)?;
-        for raw in &items {
+        let page = fetch_page(client, source, paginate, gate, cache, &url, fetched_pages).await?;
+        all_not_modified &= page.1;
+        for raw in &page.0.items {
             if count > 0 {
                 merged.push(',');
             }
             merged.push_str(raw);
             count += 1;
         }
-        let next = match paginate {
-            Paginate::Link => {
-                next_link(headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok()))
-                    .map(|target| url.join(&target))
-            }
-            Paginate::Cursor { param, from } => {
-                let doc: Value = serde_json::from_slice(&body).map_err(ExtractError::Json)?;
-                cursor(from.resolve(&doc)).map(|c| Ok(with_param(&url, param, &c)))
-            }
-            Paginate::Page { param, .. } => (!items.is_empty()).then(|| {
-                page_number += 1;
-                Ok(with_param(&url, param, &page_number.to_string()))
-            }),
-        };
-        let Some(next) = next else { break };
-        let next = next.map_err(|_| fail("a next link is not a valid URL".to_owned()))?;
+        let Some(next) = page.0.next else { break };
         if next.origin() != source.request.url.origin() {
             return Err(fail(
                 "a next link points to another host; refusing to follow it".to_owned(),
@@ -81,8 +81,65 @@ pub async fn fetch_pages(
         }
         url = next;
     }
+    cache.retain(|k, _| seen.contains(k));
     merged.push(']');
-    Ok(merged.into_bytes())
+    Ok(Pages {
+        body: merged.into_bytes(),
+        all_not_modified,
+    })
+}
+
+/// One page: from the network, or from the cache on a 304. Returns whether it was a 304.
+async fn fetch_page(
+    client: &reqwest::Client,
+    source: &Source,
+    paginate: &Paginate,
+    gate: &Gate,
+    cache: &mut PageCache,
+    url: &Url,
+    number: usize,
+) -> Result<(CachedPage, bool), PollError> {
+    let sent = match source.request.conditional {
+        true => cache
+            .get(url.as_str())
+            .map(|c| c.validators.clone())
+            .unwrap_or_default(),
+        false => Validators::default(),
+    };
+    let (fetched, headers) = fetch_url(client, &source.request, url, &sent, gate).await?;
+    let (body, validators) = match fetched {
+        Fetched::NotModified => {
+            let cached = cache.get(url.as_str()).cloned();
+            return cached.map(|c| (c, true)).ok_or_else(|| {
+                fail("a page answered 304 to a request without validators".to_owned())
+            });
+        }
+        Fetched::Body(body, validators) => (body, validators),
+    };
+    let items: Vec<String> = raw_items(&source.extract, &body)?
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let next = match paginate {
+        Paginate::Link => next_link(headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok()))
+            .map(|target| url.join(&target)),
+        Paginate::Cursor { param, from } => {
+            let doc: Value = serde_json::from_slice(&body).map_err(ExtractError::Json)?;
+            cursor(from.resolve(&doc)).map(|c| Ok(with_param(url, param, &c)))
+        }
+        Paginate::Page { param, start } => (!items.is_empty())
+            .then(|| Ok(with_param(url, param, &(start + number as i64).to_string()))),
+    };
+    let next = next
+        .transpose()
+        .map_err(|_| fail("a next link is not a valid URL".to_owned()))?;
+    let page = CachedPage {
+        validators,
+        items,
+        next,
+    };
+    cache.insert(url.to_string(), page.clone());
+    Ok((page, false))
 }
 
 fn fail(why: String) -> PollError {

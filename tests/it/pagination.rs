@@ -234,3 +234,68 @@ async fn looping_foreign_and_endless_runs_fail() {
         d.stop().await;
     }
 }
+
+/// Each page is sent its own validators; a run of all-304 pages is not_modified, and a 304 page
+/// is reused from the last run while a changed page is fetched anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_use_their_own_validators() {
+    use wiremock::matchers::header;
+    let up = MockServer::start().await;
+    let second = format!("<{}/things?page=2>; rel=next", up.uri());
+    Mock::given(method("GET"))
+        .and(query_param_is_missing("page"))
+        .and(header("if-none-match", "\"p1\""))
+        .respond_with(ResponseTemplate::new(304))
+        .with_priority(1)
+        .mount(&up)
+        .await;
+    mount(
+        &up,
+        None,
+        page(json!([{"id":1}]), Some(second)).insert_header("etag", "\"p1\""),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(query_param("page", "2"))
+        .and(header("if-none-match", "\"p2\""))
+        .respond_with(ResponseTemplate::new(304))
+        .with_priority(1)
+        .up_to_n_times(3)
+        .mount(&up)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("page", "2"))
+        .respond_with(page(json!([{"id":2,"v":1}]), None).insert_header("etag", "\"p2\""))
+        .with_priority(2)
+        .up_to_n_times(1)
+        .mount(&up)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("page", "2"))
+        .respond_with(page(json!([{"id":2,"v":2}]), None).insert_header("etag", "\"p2b\""))
+        .with_priority(3)
+        .mount(&up)
+        .await;
+    let rx = receiver(204).await;
+    let d = Daemon::start(&simple_yaml(
+        &up.uri(),
+        &rx.uri(),
+        "    paginate: { link: next }\n",
+    ));
+    let url = format!("{}/v1/sources/things", d.admin);
+    wait_until(T, "a not_modified run", || async {
+        admin("GET", &url, None).await.1["last_outcome"] == "not_modified"
+    })
+    .await;
+    wait_until(T, "page 2 changed", || async {
+        events(&rx).await.len() == 1
+    })
+    .await;
+    let evs = events(&rx).await;
+    assert_eq!(
+        (evs[0]["type"].as_str(), evs[0]["key"].as_str()),
+        (Some("item.updated"), Some("2")),
+        "page 1 came from the cache, page 2 anew: {evs:?}"
+    );
+    d.stop().await;
+}

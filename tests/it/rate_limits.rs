@@ -141,3 +141,35 @@ async fn x_poll_interval_raises_the_interval() {
     );
     d.stop().await;
 }
+
+/// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`, and the IETF `RateLimit` header, block the
+/// host until the reset even on a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remaining_zero_blocks_until_reset() {
+    for headers in [
+        vec![
+            ("x-ratelimit-remaining", "0".to_owned()),
+            (
+                "x-ratelimit-reset",
+                (chrono::Utc::now().timestamp() + 3).to_string(),
+            ),
+        ],
+        vec![("ratelimit", "\"default\";r=0;t=3".to_owned())],
+    ] {
+        let up = Upstream::start("[]").await;
+        up.set(Reply::StatusWith(200, headers));
+        let rx = receiver(204).await;
+        let d = Daemon::start(&simple_yaml(&up.url, &rx.uri(), ""));
+        up.wait_polls(1).await;
+        up.set(Reply::Json("[]".into()));
+        let blocked = up.hits();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            up.hits(),
+            blocked,
+            "polled while the upstream's budget was exhausted"
+        );
+        up.wait_polls(2).await;
+        d.stop().await;
+    }
+}
