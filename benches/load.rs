@@ -8,7 +8,7 @@
 //! change-to-delivery latency p50/p99, deliveries/s, daemon CPU seconds per 1,000 polls, peak
 //! RSS, and the burst delivery rate.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -202,14 +202,6 @@ fn lags(up: &Upstream, from: Instant) -> Vec<i64> {
     out
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-}
-
 fn main() {
     if support::invoked_as_test() {
         return;
@@ -243,13 +235,7 @@ async fn run(sources: usize, seconds: u64) {
     let cfg = dir.path().join("bridge.yaml");
     let conditional = std::env::var("LOAD_CONDITIONAL").as_deref() != Ok("0");
     std::fs::write(&cfg, config(sources, &up_url, &rx_url, conditional)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pollhook"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("POLLHOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_daemon(&cfg);
     let pid = child.id();
 
     // Warm-up: every source baselined (first poll within its phase, at most 1 s).
@@ -345,5 +331,5 @@ async fn run(sources: usize, seconds: u64) {
     );
     let (_, rss) = usage(pid);
     println!("daemon peak RSS after burst MiB {rss:.1}");
-    stop(child);
+    support::stop(child);
 }

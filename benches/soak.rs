@@ -6,7 +6,6 @@
 //!
 //! `cargo bench --bench soak` (env: SOAK_EVENTS=150000). Loopback only; stops by itself.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -79,13 +78,7 @@ async fn run(target: usize) {
     let cfg = dir.path().join("bridge.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     let state = dir.path().join("state.redb");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pollhook"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("POLLHOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_daemon(&cfg);
     let size = || std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
@@ -110,11 +103,7 @@ async fn run(target: usize) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    support::stop(child);
     println!(
         "after stop: state file {:.2} MiB",
         size() as f64 / 1048576.0

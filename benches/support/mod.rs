@@ -25,3 +25,23 @@ pub fn env_number(name: &str, default: usize) -> usize {
         .filter(|n| *n > 0)
         .unwrap_or(default)
 }
+
+/// Starts the real `pollhook run -c config` (warnings only on stderr).
+pub fn spawn_daemon(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pollhook"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("POLLHOOK_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start pollhook")
+}
+
+/// Stops a daemon with SIGTERM and waits for it.
+pub fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}

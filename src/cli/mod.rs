@@ -6,13 +6,13 @@ mod ops;
 pub use ops::{dead, sources, status};
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, ConfigError, standard_key};
+use crate::config::{self, standard_key};
 use crate::delivery::signing::{
     IDEMPOTENCY_KEY, WEBHOOK_ID, WEBHOOK_TIMESTAMP, github_signature, standard_signature,
     verify_github, verify_standard,
@@ -202,14 +202,9 @@ pub struct DemoArgs {
     pub change_every: Duration,
 }
 
-/// Loads the config, adding the file name to read errors.
-fn load(path: &Path) -> Result<config::Config, ConfigError> {
-    config::load(path)
-}
-
 /// `pollhook run`.
 pub async fn run(args: ConfigArg) -> anyhow::Result<()> {
-    let config = load(&args.path)?;
+    let config = config::load(&args.path)?;
     let shutdown = crate::shutdown::on_signals();
     let options = crate::daemon::Options {
         config_path: Some(args.path.clone()),
@@ -221,7 +216,7 @@ pub async fn run(args: ConfigArg) -> anyhow::Result<()> {
 
 /// `pollhook check`.
 pub fn check(args: ConfigArg) -> anyhow::Result<()> {
-    let config = load(&args.path)?;
+    let config = config::load(&args.path)?;
     println!(
         "{}: ok ({} sources, {} destinations)",
         args.path.display(),
@@ -233,7 +228,7 @@ pub fn check(args: ConfigArg) -> anyhow::Result<()> {
 
 /// `pollhook preview`.
 pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
-    let config = load(&args.path)?;
+    let config = config::load(&args.path)?;
     let Some(src) = config.sources.get(&source) else {
         let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
         bail!(

@@ -26,11 +26,7 @@ pub use validated::{
 /// Reads and validates the config file at `path`, expanding variables from the process
 /// environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    load_str(&text, path, &|name| std::env::var(name).ok())
+    load_with(path, &|name| std::env::var(name).ok())
 }
 
 /// Reads and validates the config file at `path` with an injected environment.

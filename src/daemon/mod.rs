@@ -275,9 +275,10 @@ impl Daemon {
         let path = self.path.clone().ok_or_else(|| {
             vec!["this daemon was started without a config file; nothing to reload".to_owned()]
         })?;
+        let process_env = |name: &str| std::env::var(name).ok();
         let loaded = match &self.env {
             Some(env) => config::load_with(&path, env.as_ref()),
-            None => config::load(&path),
+            None => config::load_with(&path, &process_env),
         };
         let new = loaded.map_err(|e| match e.problems().as_slice() {
             [] => vec![e.to_string()],

@@ -143,18 +143,8 @@ impl Dispatcher {
         self.rows.insert(row.seq, row);
     }
 
-    /// Rows not yet delivered or dead-lettered.
-    pub fn pending(&self) -> usize {
-        self.rows.len()
-    }
-
     fn inflight(&self) -> usize {
         self.dests.values().map(|d| d.inflight).sum()
-    }
-
-    /// Whether rows for `name` are held (configured now or earlier in this run).
-    pub fn knows(&self, name: &str) -> bool {
-        self.dests.contains_key(name)
     }
 
     /// Per-destination statistics.

@@ -72,13 +72,5 @@ pub async fn attempt(
 
 /// An error and its sources on one line, without the URL (query strings may carry secrets).
 pub fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    crate::poller::error_chain(&e.without_url())
 }

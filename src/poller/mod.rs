@@ -85,6 +85,8 @@ pub struct Poller {
     known: RawIndex,
     /// The source's and its host's request budgets.
     gate: Gate,
+    /// Fingerprint of the extraction settings, computed once.
+    settings: String,
     /// Per-page validators and items of the last paginated run (memory only).
     pages: paginate::PageCache,
 }
@@ -94,19 +96,21 @@ impl Poller {
     pub fn load(source: Arc<Source>, ctx: &PollContext) -> Result<Poller, StoreError> {
         let snapshot = ctx.store.backend().load_source(&source.name)?;
         let gate = Gate::new(ctx.limits.host(&source.request.url), source.rate);
+        let settings = settings_fingerprint(&source);
         Ok(Poller {
             source,
             snapshot,
             last_body: None,
             known: RawIndex::default(),
             gate,
+            settings,
             pages: paginate::PageCache::default(),
         })
     }
 
     /// Polls once: fetch, extract, diff, commit, hand off.
     pub async fn poll(&mut self, ctx: &PollContext) -> Result<PollOutcome, PollError> {
-        let settings = settings_fingerprint(&self.source);
+        let settings = self.settings.clone();
         // Validators stand for the stored state only when it was computed with these settings.
         let current = self.snapshot.meta.initialized
             && self.snapshot.meta.fingerprint.as_deref() == Some(settings.as_str());
@@ -147,7 +151,7 @@ impl Poller {
         let snapshot = std::mem::take(&mut self.snapshot);
         let known = std::mem::take(&mut self.known);
         let (snapshot, known, extracted) = tokio::task::spawn_blocking(move || {
-            let ex = extract_and_diff(&source, &snapshot.meta, &snapshot.items, &known, &body);
+            let ex = extract_and_diff(&source, !current, &snapshot.items, &known, &body);
             (snapshot, known, ex)
         })
         .await
@@ -174,15 +178,17 @@ impl Poller {
             .store
             .backend()
             .item_data(&self.source.name, &previous_keys(&self.source, &ex))?;
-        let mut commit = build_commit(
-            &self.source,
-            &self.snapshot.meta,
-            &ex,
-            &previous,
-            Utc::now(),
-        )?;
-        commit.meta.etag = validators.etag;
-        commit.meta.last_modified = validators.last_modified;
+        let meta = SourceMeta {
+            initialized: true,
+            fingerprint: Some(settings),
+            paused: self.snapshot.meta.paused.clone(),
+            held: false,
+            // A pass through the flood guard is used up by this commit.
+            pass_guard: None,
+            etag: validators.etag,
+            last_modified: validators.last_modified,
+        };
+        let commit = build_commit(&self.source, meta, &ex, &previous, Utc::now())?;
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         let rows = ctx.store.commit_poll(commit).await?;
         for change in &ex.diff.changes {
@@ -233,11 +239,6 @@ impl Poller {
     /// The interval the upstream asked for (`X-Poll-Interval`), if any.
     pub fn upstream_interval(&self) -> Option<std::time::Duration> {
         self.gate.poll_interval()
-    }
-
-    /// The source this poller serves.
-    pub fn source(&self) -> &Source {
-        &self.source
     }
 
     /// Live items in the stored state.

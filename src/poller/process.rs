@@ -81,11 +81,12 @@ pub fn body_fingerprint(settings: &str, body: &[u8]) -> blake3::Hash {
     h.finalize()
 }
 
-/// Parses `body` and diffs it against `stored`; items whose bytes `index` knows are unchanged
+/// Parses `body` and diffs it against `stored` (`baseline`: the stored state does not come from
+/// the current settings, or there is none); items whose bytes `index` knows are unchanged
 /// and not parsed.
 pub fn extract_and_diff(
     source: &Source,
-    meta: &SourceMeta,
+    baseline: bool,
     stored: &HashMap<String, ItemState>,
     index: &RawIndex,
     body: &[u8],
@@ -100,8 +101,6 @@ pub fn extract_and_diff(
         None => &source.extract,
     };
     let extraction = extract_with(spec, body, index)?;
-    let settings = settings_fingerprint(source);
-    let baseline = !meta.initialized || meta.fingerprint.as_deref() != Some(settings.as_str());
     let known = extraction.known.len();
     let hash = |item: &Item| spec.hash(&item.data);
     let diff = diff(
@@ -169,15 +168,14 @@ pub fn previous_keys<'a>(source: &Source, ex: &'a Extracted) -> Vec<&'a str> {
         .collect()
 }
 
-/// Builds the atomic commit for one poll. `previous` holds the stored data of [`previous_keys`].
+/// Builds the atomic commit for one poll; `meta` is the source metadata the new state carries. `previous` holds the stored data of [`previous_keys`].
 pub fn build_commit(
     source: &Source,
-    current: &SourceMeta,
+    meta: SourceMeta,
     ex: &Extracted,
     previous: &HashMap<String, Vec<u8>>,
     now: DateTime<Utc>,
 ) -> Result<PollCommit, StoreError> {
-    let settings = settings_fingerprint(source);
     let emit_now = emits(source, ex);
     let mut items = Vec::with_capacity(ex.diff.changes.len() + ex.diff.silent.len());
     let mut events = Vec::new();
@@ -241,17 +239,6 @@ pub fn build_commit(
             data: Some(item.data.to_string().into_bytes()),
         });
     }
-    let meta = SourceMeta {
-        initialized: true,
-        fingerprint: Some(settings),
-        paused: current.paused.clone(),
-        held: false,
-        // A pass through the flood guard is used up by this commit.
-        pass_guard: None,
-        // The poller sets the validators of the response that produced this state.
-        etag: None,
-        last_modified: None,
-    };
     Ok(PollCommit {
         source: source.name.clone(),
         meta,
