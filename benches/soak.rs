@@ -83,7 +83,7 @@ async fn run(target: usize) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
     println!("soak: {SOURCES} sources x {ITEMS} items, every item changes on every 100 ms poll");
-    let mut marks = vec![10_000, 25_000, 50_000, 100_000, target]
+    let mut marks = std::collections::BTreeSet::from([10_000, 25_000, 50_000, 100_000, target])
         .into_iter()
         .filter(|m| *m <= target)
         .peekable();
