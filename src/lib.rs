@@ -14,7 +14,9 @@
 //! [`poller`] (per-source loop and fetch), [`extract`] and [`diff`] (pure), [`event`] (ids and
 //! payloads), [`store`] (storage interface and its redb implementation), [`delivery`]
 //! (dispatcher, signing, retry decisions), [`daemon`] (wiring), [`shutdown`] (signals),
-//! [`demo`] (the self-contained demo), [`cli`] (subcommands).
+//! [`demo`] (the self-contained demo), [`cli`] (subcommands). Leaves below them all: [`http`]
+//! (HTTP clients, error chains, upstream wait parsing and caps) and [`telemetry`] (metric names
+//! and the recorder).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,8 +28,10 @@ pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod extract;
+pub mod http;
 pub mod poller;
 pub mod schedule;
 pub mod shutdown;
 pub mod status;
 pub mod store;
+pub mod telemetry;

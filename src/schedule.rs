@@ -72,9 +72,7 @@ impl Schedule {
     /// that many sources with one interval do not all fire in the same instant after a restart.
     pub fn first(&self, name: &str, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Schedule::Every(interval) => {
-                now + chrono::Duration::from_std(phase(name, *interval)).unwrap_or_default()
-            }
+            Schedule::Every(interval) => later(now, phase(name, *interval)),
             Schedule::Cron { cron, .. } => next_cron(cron, now),
         }
     }
@@ -84,12 +82,14 @@ impl Schedule {
     pub fn next_after(&self, previous: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             Schedule::Every(interval) => {
-                let step = chrono::Duration::from_std(*interval).unwrap_or(chrono::Duration::MAX);
-                let mut next = previous + step;
+                let mut next = later(previous, *interval);
                 if next <= now {
                     let behind = (now - previous).num_milliseconds().max(0) as u128;
                     let steps = behind / interval.as_millis().max(1) + 1;
-                    next = previous + step * steps as i32;
+                    let total = interval.as_nanos().saturating_mul(steps);
+                    let secs = u64::try_from(total / 1_000_000_000).unwrap_or(u64::MAX);
+                    let nanos = (total % 1_000_000_000) as u32;
+                    next = later(previous, Duration::new(secs, nanos));
                 }
                 next
             }
@@ -115,6 +115,16 @@ fn next_cron(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
     // not (e.g. 30 February), fall back to a day later so the loop keeps running.
     cron.find_next_occurrence(&after, false)
         .unwrap_or(after + chrono::Duration::days(1))
+}
+
+/// `t + d`, saturating at the end of time instead of panicking: every duration added to a
+/// schedule (an interval, a jitter, a backoff, an upstream's `X-Poll-Interval`) goes through
+/// here.
+pub fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The stable start-up offset of source `name`: a hash of the name, modulo
@@ -143,6 +153,17 @@ pub fn failure_backoff(interval: Duration, failures: u32) -> Duration {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn huge_durations_saturate_instead_of_panicking() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        let s = Schedule::Every(Duration::from_secs(u64::MAX / 4));
+        assert!(s.next_after(now, now) > now);
+        let s = Schedule::Every(Duration::from_millis(100));
+        let long_ago = Utc.with_ymd_and_hms(1000, 1, 1, 0, 0, 0).unwrap();
+        assert!(s.next_after(long_ago, now) > now);
+    }
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, h, m, s).unwrap() // a Monday

@@ -66,6 +66,7 @@ pub struct Registry {
     sources: RwLock<BTreeMap<String, SourceStatus>>,
     ready: AtomicBool,
     reload_errors: RwLock<Vec<String>>,
+    failing: RwLock<BTreeMap<String, String>>,
 }
 
 impl Registry {
@@ -122,6 +123,24 @@ impl Registry {
         self.reload_errors
             .read()
             .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reports a task that keeps dying (`Some(reason)`) or clears it (`None`).
+    pub fn set_task_failing(&self, task: &str, reason: Option<String>) {
+        if let Ok(mut f) = self.failing.write() {
+            match reason {
+                Some(r) => f.insert(task.to_owned(), r),
+                None => f.remove(task),
+            };
+        }
+    }
+
+    /// Why tasks keep dying, if any do; the daemon is not ready while this is not empty.
+    pub fn failing_tasks(&self) -> Vec<String> {
+        self.failing
+            .read()
+            .map(|f| f.values().cloned().collect())
             .unwrap_or_default()
     }
 }

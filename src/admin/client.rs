@@ -54,7 +54,7 @@ impl AdminClient {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        crate::poller::install_crypto();
+        crate::http::install_crypto();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

@@ -1,12 +1,11 @@
 //! The admin HTTP API (design §6): health, readiness, Prometheus metrics, and the `/v1`
 //! operator routes behind an optional bearer token. `routes.rs` holds the handlers,
-//! `metrics.rs` every metric name, `client.rs` the CLI's side of the API.
+//! `client.rs` the CLI's side of the API.
 //!
 //! The server is given its listener (port 0 in tests) and a shutdown token, like the rest of
 //! the daemon.
 
 pub mod client;
-pub mod metrics;
 mod routes;
 
 use std::collections::HashMap;
@@ -75,16 +74,7 @@ pub fn router(state: AdminState) -> Router {
 
 /// Rejects `/v1` requests without the configured bearer token (constant-time comparison).
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
-        return next.run(req).await;
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+    if authorized(&state, req.headers()) {
         next.run(req).await
     } else {
         let body = axum::Json(
@@ -97,6 +87,20 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         )
             .into_response()
     }
+}
+
+/// Whether a request may see `/v1` and details: no token is configured, or it carries it as a
+/// bearer (compared in constant time).
+pub fn authorized(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))
 }
 
 /// Serves the admin API on `listener` until `shutdown`.

@@ -8,21 +8,30 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::AdminState;
-use super::metrics as m;
 use crate::delivery::{DestStats, DispatchCmd, now_ms};
 use crate::poller::Control;
 use crate::status::rfc3339;
 use crate::store::OutboxRow;
+use crate::telemetry as m;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// `GET /readyz`: 200 once the state is open, the config loaded and the scheduler running;
-/// the problems of a rejected reload are listed either way.
-pub async fn readyz(State(s): State<AdminState>) -> Response {
-    let ready = s.registry.is_ready();
-    let body = Json(json!({ "ready": ready, "reload_errors": s.registry.reload_errors() }));
+/// `GET /readyz`: 200 once the state is open, the config loaded and the scheduler running, and
+/// while no supervised task keeps dying. Why not, and the problems of a rejected reload, are
+/// shown only to callers that may see `/v1` (they quote the config).
+pub async fn readyz(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let failing = s.registry.failing_tasks();
+    let ready = s.registry.is_ready() && failing.is_empty() && s.store.healthy();
+    let body = match super::authorized(&s, &headers) {
+        true => Json(json!({
+            "ready": ready,
+            "failing_tasks": failing,
+            "reload_errors": s.registry.reload_errors(),
+        })),
+        false => Json(json!({ "ready": ready })),
+    };
     let status = if ready {
         StatusCode::OK
     } else {

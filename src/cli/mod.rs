@@ -18,7 +18,8 @@ use crate::delivery::signing::{
     verify_github, verify_standard,
 };
 use crate::extract::extract;
-use crate::poller::{client, fetch};
+use crate::http::upstream_client as client;
+use crate::poller::fetch;
 
 /// pollhook: webhooks for APIs that have none.
 #[derive(Debug, Parser)]
@@ -217,6 +218,9 @@ pub async fn run(args: ConfigArg) -> anyhow::Result<()> {
 /// `pollhook check`.
 pub fn check(args: ConfigArg) -> anyhow::Result<()> {
     let config = config::load(&args.path)?;
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     println!(
         "{}: ok ({} sources, {} destinations)",
         args.path.display(),

@@ -20,6 +20,8 @@ pub struct Checker<'a> {
     base_dir: PathBuf,
     /// Every problem found so far.
     pub problems: Vec<Problem>,
+    /// Risky but valid settings found so far.
+    pub warnings: Vec<Problem>,
 }
 
 /// A line number from a span, when the parser knew it.
@@ -34,6 +36,7 @@ impl<'a> Checker<'a> {
             env,
             base_dir: base_dir.to_path_buf(),
             problems: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -55,6 +58,16 @@ impl<'a> Checker<'a> {
             line,
             given,
             expected: expected.into(),
+        });
+    }
+
+    /// Records a warning: the config is valid, but this setting is risky.
+    pub fn warn(&mut self, path: &str, line: Option<u64>, what: impl Into<String>) {
+        self.warnings.push(Problem {
+            path: path.to_owned(),
+            line,
+            given: None,
+            expected: what.into(),
         });
     }
 

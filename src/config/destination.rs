@@ -8,8 +8,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
+use super::defaults::{DEFAULT_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, MAX_RETRY_STEP};
 use super::raw::{RawDestination, RawSecret, Str};
-use super::validate::{DEFAULT_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT};
 use super::validated::{Destination, Secret, SignatureMode};
 
 pub(super) fn destination(
@@ -27,6 +27,19 @@ pub(super) fn destination(
             None
         }
     };
+    if let Some(u) = url
+        .as_ref()
+        .filter(|u| u.scheme() == "http" && !super::source::is_loopback(u))
+    {
+        ck.warn(
+            &p("url"),
+            line,
+            format!(
+                "events go over plain http to {}; anyone on the path can read them; use https unless this network is private",
+                u.host_str().unwrap_or("")
+            ),
+        );
+    }
     let signature = match &d.signature {
         Some(s) => ck.choice(
             &p("signature"),
@@ -49,7 +62,19 @@ pub(super) fn destination(
         Some(list) => list
             .iter()
             .enumerate()
-            .map(|(i, v)| ck.duration(&format!("{}[{i}]", p("retry")), v))
+            .map(|(i, v)| {
+                let path = format!("{}[{i}]", p("retry"));
+                let step = ck.duration(&path, v)?;
+                if step > MAX_RETRY_STEP {
+                    ck.bad(
+                        &path,
+                        v,
+                        "at most 30d per step, e.g. retry: [5s, 5m, 30m, 2h]",
+                    );
+                    return None;
+                }
+                Some(step)
+            })
             .collect::<Option<Vec<_>>>(),
         None => Some(DEFAULT_RETRY.to_vec()),
     };

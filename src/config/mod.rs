@@ -5,6 +5,7 @@
 //! `validated.rs`, `check.rs` is the problem collector, `env.rs` the `${VAR}` expander.
 
 mod check;
+mod defaults;
 mod destination;
 pub mod env;
 mod error;
@@ -15,12 +16,12 @@ mod validated;
 
 use std::path::Path;
 
+pub use defaults::{DEFAULT_RETRY, MAX_REDIRECTS};
 pub use destination::standard_key;
 pub use error::{ConfigError, Problem};
-pub use validate::DEFAULT_RETRY;
 pub use validated::{
     Admin, Auth, Config, Destination, EmitSet, FirstPoll, HostLimits, Include, Method, Paginate,
-    Rate, Request, Secret, SignatureMode, Source,
+    Rate, Redirects, Request, Secret, SignatureMode, Source,
 };
 
 /// Reads and validates the config file at `path`, expanding variables from the process

@@ -137,6 +137,8 @@ pub struct RawSource {
     pub max_pages: Option<Spanned<u32>>,
     /// Send If-None-Match / If-Modified-Since (default true).
     pub conditional: Option<bool>,
+    /// `same-origin` (default) | `any` | `none`.
+    pub follow_redirects: Option<Str>,
     /// Flood guard: most events one poll may emit before the source is held (default 1000).
     pub max_changes: Option<Spanned<u32>>,
     /// JSON Pointer to the items array.

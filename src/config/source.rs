@@ -7,10 +7,12 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
+use super::defaults::{Defaults, MAX_EVERY, MIN_EVERY};
 use super::destination::headers;
 use super::raw::{RawAuth, RawDestination, RawSource, Str};
-use super::validate::{Defaults, MIN_EVERY};
-use super::validated::{Auth, EmitSet, FirstPoll, Include, Method, Paginate, Request, Source};
+use super::validated::{
+    Auth, EmitSet, FirstPoll, Include, Method, Paginate, Redirects, Request, Source,
+};
 use crate::extract::{ExtractSpec, Mode, Pointer};
 use crate::schedule::{Schedule, parse_cron};
 
@@ -120,6 +122,34 @@ fn request(
     if s.auth.is_some() && auth.is_none() {
         return None;
     }
+    let redirects = match &s.follow_redirects {
+        Some(v) => ck.choice(
+            &p("follow_redirects"),
+            v,
+            &[
+                ("same-origin", Redirects::SameOrigin),
+                ("any", Redirects::Any),
+                ("none", Redirects::Never),
+            ],
+        ),
+        None => Some(Redirects::SameOrigin),
+    };
+    if let Some(u) = url
+        .as_ref()
+        .filter(|u| u.scheme() == "http" && !is_loopback(u))
+    {
+        let secret_header = s.headers.keys().any(|h| looks_secret(h));
+        if auth.is_some() || secret_header {
+            ck.warn(
+                &p("url"),
+                line,
+                format!(
+                    "credentials are sent over plain http to {}; use https unless this network is private",
+                    u.host_str().unwrap_or("")
+                ),
+            );
+        }
+    }
     Some(Request {
         url: url?,
         method: method?,
@@ -131,6 +161,7 @@ fn request(
             .as_ref()
             .map_or(Some(defaults.timeout), |t| ck.duration(&p("timeout"), t))?,
         conditional: s.conditional.unwrap_or(true),
+        redirects: redirects?,
         max_body: s
             .max_body
             .as_ref()
@@ -228,8 +259,12 @@ fn schedule(
         }
         (Some(every), None) => {
             let d = ck.duration(&p("every"), every)?;
-            if d < MIN_EVERY {
-                ck.bad(&p("every"), every, "at least 100ms, e.g. every: 60s");
+            if d < MIN_EVERY || d > MAX_EVERY {
+                ck.bad(
+                    &p("every"),
+                    every,
+                    "between 100ms and 365d, e.g. every: 60s",
+                );
                 return None;
             }
             Some(Schedule::Every(d))
@@ -463,4 +498,25 @@ fn paginate(name: &str, s: &RawSource, ck: &mut Checker<'_>) -> Option<Option<Pa
         param: page.param.clone(),
         start: page.start.unwrap_or(1),
     }))
+}
+
+/// Whether `url` names this machine (127.0.0.0/8, ::1 or localhost): traffic that never crosses
+/// a network, so plain http is no risk there.
+pub(super) fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a header name suggests a credential (`X-Api-Key`, `X-Auth-Token`, `Cookie`, ...).
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "key", "token", "auth", "secret", "cookie", "password", "session",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }

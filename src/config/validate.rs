@@ -5,45 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
+use super::defaults::{DEFAULT_JITTER, DEFAULT_MAX_BODY, DEFAULT_STATE, DEFAULT_TIMEOUT, Defaults};
 use super::destination::destination;
 use super::raw::{RawAdmin, RawConfig, RawDefaults, RawHost};
 use super::source::source;
 use super::validated::{Admin, Config, HostLimits};
-
-/// Default request timeout for sources and destinations.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default `max_body`.
-pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
-/// Default jitter fraction.
-pub const DEFAULT_JITTER: f64 = 0.10;
-/// Default retry schedule of a destination.
-pub const DEFAULT_RETRY: [Duration; 7] = [
-    Duration::from_secs(5),
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(30 * 60),
-    Duration::from_secs(2 * 3600),
-    Duration::from_secs(5 * 3600),
-    Duration::from_secs(10 * 3600),
-    Duration::from_secs(10 * 3600),
-];
-/// Default in-flight requests per destination.
-pub const DEFAULT_CONCURRENCY: usize = 16;
-/// Default state file name.
-pub const DEFAULT_STATE: &str = "pollhook.redb";
-/// Shortest accepted `every`.
-pub const MIN_EVERY: Duration = Duration::from_millis(100);
-
-/// Defaults resolved once and applied to every source.
-pub(super) struct Defaults {
-    pub(super) timeout: Duration,
-    pub(super) max_body: u64,
-    pub(super) jitter: f64,
-}
 
 /// Validates a parsed file.
 pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
@@ -75,7 +45,9 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
     }
     let state = state?;
     let admin = admin?;
+    let warnings = ck.warnings.iter().map(ToString::to_string).collect();
     ck.problems.is_empty().then_some(Config {
+        warnings,
         state,
         admin,
         dead_letter_max_age,
@@ -112,10 +84,21 @@ fn admin(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Admin>
             .filter(|s| !s.expose().is_empty()),
         None => None,
     };
-    Some(Admin {
-        listen: listen?,
-        token,
-    })
+    let listen = listen?;
+    if let Some(addr) = listen.filter(|a| !a.ip().is_loopback())
+        && token.is_none()
+    {
+        let line = raw.and_then(|a| a.value.listen.as_ref().and_then(|v| line_of(&v.referenced)));
+        ck.problem(
+            "admin.listen",
+            line,
+            Some(addr.to_string()),
+            "a loopback address unless admin.token is set: the API can resend, purge and reload; \
+             e.g. listen: 127.0.0.1:9464, or keep this address and add token: ${POLLHOOK_ADMIN_TOKEN}",
+        );
+        return None;
+    }
+    Some(Admin { listen, token })
 }
 
 fn hosts(

@@ -16,6 +16,8 @@ use crate::schedule::Schedule;
 /// The whole validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Settings that are valid but risky (plain-HTTP credentials), for `check` and the log.
+    pub warnings: Vec<String>,
     /// redb state file.
     pub state: PathBuf,
     /// Admin API.
@@ -199,6 +201,20 @@ pub struct Request {
     pub max_body: u64,
     /// Whether validators (ETag, Last-Modified) are sent.
     pub conditional: bool,
+    /// Which redirects are followed.
+    pub redirects: Redirects,
+}
+
+/// `follow_redirects`: which upstream redirects a poll follows (at most
+/// [`MAX_REDIRECTS`](crate::config::MAX_REDIRECTS) hops; https → http never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    /// Only to the origin (scheme, host, port) of the configured URL (default).
+    SameOrigin,
+    /// Anywhere; configured headers, auth and validators are sent only to the configured origin.
+    Any,
+    /// None: a 3xx fails the poll.
+    Never,
 }
 
 /// A polled source.

@@ -10,6 +10,7 @@
 //! closes. A task that dies brings the daemon down with its name, so its supervisor restarts it.
 
 mod sources;
+pub mod supervise;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Controls, ReloadRequest};
 use crate::config::{self, Config};
-use crate::delivery::{DispatchCmd, Dispatcher, now_ms, send, settle_loop};
+use crate::delivery::{DispatchCmd, Dispatcher, now_ms, settle_loop};
 use crate::poller::{self, PollContext};
 use crate::shutdown::DRAIN_DEADLINE;
 use crate::status::Registry;
@@ -77,7 +78,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     // Install the metrics recorder before anything records.
-    let _ = admin::metrics::handle();
+    let _ = crate::telemetry::handle();
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "risky config");
+    }
     let store = store::open(&config.state)?;
     let registry = Arc::new(Registry::default());
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
@@ -85,7 +89,7 @@ pub async fn run(
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
     let mut dispatcher = Dispatcher::new(
         &config.destinations.values().cloned().collect::<Vec<_>>(),
-        send::client().map_err(DaemonError::Client)?,
+        crate::http::destination_client().map_err(DaemonError::Client)?,
         settle_tx,
     );
     let pending = store.backend().pending()?;
@@ -118,7 +122,7 @@ pub async fn run(
 
     let ctx = Arc::new(PollContext {
         store: store.clone(),
-        client: poller::client().map_err(DaemonError::Client)?,
+        client: crate::http::upstream_client().map_err(DaemonError::Client)?,
         rows: rows_tx,
         registry: registry.clone(),
         limits: Arc::new(poller::Limits::new(&config.hosts)),

@@ -14,6 +14,8 @@ use crate::config::Source;
 use crate::poller::{PollContext, Poller};
 use crate::store::StoreError;
 
+use super::supervise::supervised;
+
 /// How many operator commands may queue for one source.
 const CONTROL_QUEUE: usize = 16;
 
@@ -63,20 +65,44 @@ impl SourceSet {
         }
     }
 
-    /// Starts a task for `source`, loading its stored state.
+    /// Starts a supervised task for `source`, loading its stored state. A panic in the task
+    /// restarts it from the stored state (see `supervise.rs`).
     pub fn start(&mut self, source: Arc<Source>) -> Result<(), StoreError> {
-        let poller = Poller::load(source.clone(), &self.ctx)?;
+        let first = Poller::load(source.clone(), &self.ctx)?;
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        // Shared by the runs of one supervised task: a run that panics drops its guard.
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let token = self.root.child_token();
-        let (ctx, task_token, exits, name) = (
+        let (ctx, task_token, exits, src) = (
             self.ctx.clone(),
             token.clone(),
             self.exits.clone(),
-            source.name.clone(),
+            source.clone(),
         );
         let handle = tokio::spawn(async move {
-            poller.run(ctx, rx, task_token.clone()).await;
-            let _ = exits.send((name, task_token.is_cancelled()));
+            let task = format!("source {}", src.name);
+            let mut first = Some(first);
+            let registry = ctx.registry.clone();
+            supervised("source", &task, &registry, &task_token, || {
+                let (ctx, token, src, rx) =
+                    (ctx.clone(), task_token.clone(), src.clone(), rx.clone());
+                let given = first.take();
+                async move {
+                    let mut rx = rx.lock_owned().await;
+                    let poller = match given {
+                        Some(p) => p,
+                        // A restart reloads the stored state: whatever the dead run held in
+                        // memory is rebuilt from what was committed.
+                        None => match Poller::load(src.clone(), &ctx) {
+                            Ok(p) => p,
+                            Err(e) => panic!("cannot reload the source's state: {e}"),
+                        },
+                    };
+                    poller.run(ctx, &mut rx, token).await;
+                }
+            })
+            .await;
+            let _ = exits.send((src.name.clone(), task_token.is_cancelled()));
         });
         if let Ok(mut controls) = self.controls.write() {
             controls.insert(source.name.clone(), tx);

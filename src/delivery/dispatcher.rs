@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::retry::{Decision, Outcome, decide, describe};
 use super::send::attempt;
 use super::signing::Signer;
-use crate::admin::metrics as m;
 use crate::config::Destination;
 use crate::store::{OutboxRow, Settle, Store};
+use crate::telemetry as m;
 
 /// Sends freshly committed rows to the dispatcher.
 pub type RowSender = mpsc::UnboundedSender<Vec<OutboxRow>>;

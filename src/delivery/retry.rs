@@ -71,16 +71,6 @@ pub fn decide(attempt: u32, outcome: &Outcome, schedule: &[Duration], now_ms: i6
     Decision::RetryAt(now_ms.saturating_add(delay.as_millis() as i64))
 }
 
-/// Parses `Retry-After` (delay seconds or an HTTP date) relative to `now`.
-pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,17 +119,5 @@ mod tests {
         assert_eq!(decide(1, &ra(7), &S, 0), Decision::RetryAt(7000));
         assert_eq!(decide(1, &ra(1), &S, 0), Decision::RetryAt(5000));
         assert_eq!(decide(1, &ra(3600), &S, 0), Decision::RetryAt(10_000));
-    }
-
-    #[test]
-    fn parses_retry_after_forms() {
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -4,22 +4,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::header::RETRY_AFTER;
 
-use super::retry::{Outcome, parse_retry_after};
+use super::retry::Outcome;
 use super::signing::{
-    CONTENT_TYPE, IDEMPOTENCY_KEY, Signer, USER_AGENT, USER_AGENT_VALUE, WEBHOOK_ID,
-    WEBHOOK_TIMESTAMP,
+    CONTENT_TYPE, IDEMPOTENCY_KEY, Signer, USER_AGENT, WEBHOOK_ID, WEBHOOK_TIMESTAMP,
 };
 use crate::config::Destination;
+use crate::http::{USER_AGENT_VALUE, parse_retry_after, request_error_chain};
 use crate::store::OutboxRow;
-
-/// The HTTP client for destinations: never follows redirects (a 3xx is an answer).
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    crate::poller::install_crypto();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(64)
-        .build()
-}
 
 /// Sends `row` to `dest` once and classifies the result.
 pub async fn attempt(
@@ -66,11 +57,6 @@ pub async fn attempt(
             }
         }
         Err(e) if e.is_timeout() => Outcome::Timeout,
-        Err(e) => Outcome::Connect(error_chain(e)),
+        Err(e) => Outcome::Connect(request_error_chain(e)),
     }
-}
-
-/// An error and its sources on one line, without the URL (query strings may carry secrets).
-pub fn error_chain(e: reqwest::Error) -> String {
-    crate::poller::error_chain(&e.without_url())
 }

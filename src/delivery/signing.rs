@@ -25,7 +25,7 @@ pub const HUB_SIGNATURE: &str = "x-hub-signature-256";
 /// `user-agent`.
 pub const USER_AGENT: &str = "user-agent";
 /// Value of `user-agent`.
-pub const USER_AGENT_VALUE: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
+pub use crate::http::USER_AGENT_VALUE;
 
 type HmacSha256 = Hmac<Sha256>;
 

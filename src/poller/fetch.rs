@@ -1,16 +1,16 @@
-//! One upstream request: method, headers, auth, JSON body, timeout, and the `max_body` cap
-//! enforced while streaming (a huge body is cut off, never buffered whole).
+//! One upstream request: method, headers, auth, JSON body, timeout, redirects followed hop by
+//! hop under the source's `follow_redirects` (credentials stay with their origin), and the
+//! `max_body` cap enforced while streaming (a huge body is cut off, never buffered whole).
 
 use std::time::Duration;
 
 use reqwest::header::{
-    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, USER_AGENT,
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, USER_AGENT,
 };
 
 use super::rate_limit::Gate;
-use crate::config::{Auth, Method, Request};
-use crate::delivery::send::error_chain;
-use crate::delivery::signing::USER_AGENT_VALUE;
+use crate::config::{Auth, MAX_REDIRECTS, Method, Redirects, Request};
+use crate::http::{USER_AGENT_VALUE, request_error_chain};
 
 /// Why a fetch failed. None of these changes stored state.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,14 @@ pub enum FetchError {
     /// A non-2xx answer.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
+    /// A redirect the source's `follow_redirects` does not allow.
+    #[error("upstream redirect (HTTP {status}) not followed: {why}")]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// Why it was refused.
+        why: String,
+    },
     /// The body exceeded `max_body`.
     #[error("upstream body exceeds max_body ({limit} bytes); raise max_body or narrow the request")]
     TooLarge {
@@ -32,24 +40,6 @@ pub enum FetchError {
     },
 }
 
-/// Installs the process-wide TLS crypto provider once (reqwest is built without a default one).
-pub fn install_crypto() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-/// The HTTP client for upstreams.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    install_crypto();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .pool_max_idle_per_host(32)
-        .build()
-}
-
-/// Fetches `req` and returns the whole body, or why not.
 /// Validators of the stored state, sent as `If-None-Match` / `If-Modified-Since`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validators {
@@ -109,11 +99,69 @@ async fn fetch_inner(
     validators: &Validators,
     gate: &Gate,
 ) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
-    let mut builder = match req.method {
+    let origin = url.origin();
+    let mut hop = url.clone();
+    let mut method = req.method;
+    for hops in 0.. {
+        // Credentials, configured headers and validators go only to the configured origin.
+        let trusted = hop.origin() == origin;
+        let mut resp = build(client, req, &hop, method, trusted, validators)
+            .send()
+            .await
+            .map_err(|e| classify(e, req.timeout))?;
+        let status = resp.status();
+        if trusted {
+            gate.observe(status.as_u16(), resp.headers());
+        }
+        if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
+            let next = redirect_target(req, &hop, status, resp.headers(), hops)?;
+            // 303, and 301/302 after a POST, continue as GET without the body (as browsers do).
+            if status == reqwest::StatusCode::SEE_OTHER
+                || (matches!(status.as_u16(), 301 | 302) && method == Method::Post)
+            {
+                method = Method::Get;
+            }
+            hop = next;
+            continue;
+        }
+        if status == reqwest::StatusCode::NOT_MODIFIED && req.conditional {
+            return Ok((Fetched::NotModified, resp.headers().clone()));
+        }
+        if !status.is_success() {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        let body = read_capped(&mut resp, req).await?;
+        let headers = resp.headers().clone();
+        return Ok((Fetched::Body(body, validators_of(&headers)), headers));
+    }
+    unreachable!("the redirect loop only ends by returning")
+}
+
+/// One request of a fetch: to the configured origin with everything configured, elsewhere with
+/// nothing but the user agent.
+fn build(
+    client: &reqwest::Client,
+    req: &Request,
+    url: &reqwest::Url,
+    method: Method,
+    trusted: bool,
+    validators: &Validators,
+) -> reqwest::RequestBuilder {
+    let mut builder = match method {
         Method::Get => client.get(url.clone()),
         Method::Post => client.post(url.clone()),
     };
     builder = builder.header(USER_AGENT, USER_AGENT_VALUE);
+    if method == Method::Post
+        && let Some(body) = &req.body
+    {
+        builder = builder
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    if !trusted {
+        return builder;
+    }
     for (name, value) in &req.headers {
         builder = builder.header(name, value);
     }
@@ -133,20 +181,50 @@ async fn fetch_inner(
             builder = builder.header(IF_MODIFIED_SINCE, date);
         }
     }
-    if let Some(body) = &req.body {
-        builder = builder
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+    builder
+}
+
+/// Where a 3xx answer may lead under the source's `follow_redirects`, or why not. Messages
+/// name origins only: paths and query strings may carry secrets.
+fn redirect_target(
+    req: &Request,
+    from: &reqwest::Url,
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    hops: usize,
+) -> Result<reqwest::Url, FetchError> {
+    let code = status.as_u16();
+    let refuse = |why: String| Err(FetchError::Redirect { status: code, why });
+    if req.redirects == Redirects::Never {
+        return refuse("follow_redirects is none".to_owned());
     }
-    let mut resp = builder.send().await.map_err(|e| classify(e, req.timeout))?;
-    let status = resp.status();
-    gate.observe(status.as_u16(), resp.headers());
-    if status == reqwest::StatusCode::NOT_MODIFIED && req.conditional {
-        return Ok((Fetched::NotModified, resp.headers().clone()));
+    if hops >= MAX_REDIRECTS {
+        return refuse(format!("more than {MAX_REDIRECTS} redirects (a loop?)"));
     }
-    if !status.is_success() {
-        return Err(FetchError::Status(status.as_u16()));
+    let Some(to) = headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| from.join(l).ok())
+    else {
+        return refuse("no valid Location header".to_owned());
+    };
+    if !matches!(to.scheme(), "http" | "https") {
+        return refuse(format!("to a {} URL", to.scheme()));
     }
+    if from.scheme() == "https" && to.scheme() == "http" {
+        return refuse("from https to plain http".to_owned());
+    }
+    if req.redirects == Redirects::SameOrigin && to.origin() != req.url.origin() {
+        return refuse(format!(
+            "to another origin ({}); set follow_redirects: any to follow it without credentials",
+            to.origin().ascii_serialization()
+        ));
+    }
+    Ok(to)
+}
+
+/// Reads a success body, refusing it as soon as it passes `max_body`.
+async fn read_capped(resp: &mut reqwest::Response, req: &Request) -> Result<Vec<u8>, FetchError> {
     if resp.content_length().is_some_and(|len| len > req.max_body) {
         return Err(FetchError::TooLarge {
             limit: req.max_body,
@@ -162,8 +240,7 @@ async fn fetch_inner(
         }
         body.extend_from_slice(&chunk);
     }
-    let headers = resp.headers().clone();
-    Ok((Fetched::Body(body, validators_of(&headers)), headers))
+    Ok(body)
 }
 
 fn validators_of(headers: &reqwest::header::HeaderMap) -> Validators {
@@ -191,6 +268,6 @@ fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
     if e.is_timeout() {
         FetchError::Timeout(timeout)
     } else {
-        FetchError::Connect(error_chain(e))
+        FetchError::Connect(request_error_chain(e))
     }
 }

@@ -20,9 +20,10 @@ use crate::config::Source;
 use crate::delivery::RowSender;
 use crate::diff::ChangeKind;
 use crate::extract::{ExtractError, RawIndex};
+pub use crate::http::error_chain;
 use crate::status::Registry;
 use crate::store::{GuardPass, SourceMeta, SourceSnapshot, Store, StoreError};
-pub use fetch::{FetchError, Fetched, Validators, client, fetch, fetch_if, install_crypto};
+pub use fetch::{FetchError, Fetched, Validators, fetch, fetch_if};
 use process::{
     body_fingerprint, build_commit, extract_and_diff, flood, previous_keys, settings_fingerprint,
     update_index,
@@ -197,7 +198,7 @@ impl Poller {
                 ChangeKind::Updated => "updated",
                 ChangeKind::Deleted => "deleted",
             };
-            metrics::counter!(crate::admin::metrics::CHANGES, "source" => self.source.name.clone(), "type" => kind).increment(1);
+            metrics::counter!(crate::telemetry::CHANGES, "source" => self.source.name.clone(), "type" => kind).increment(1);
         }
         update_index(&mut self.known, &ex);
         for change in ex.diff.changes {
@@ -294,16 +295,4 @@ impl Poller {
             .update(&self.source.name, |s| s.paused = Some(reason));
         Ok(())
     }
-}
-
-/// An error with its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -23,9 +23,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::admin::metrics as m;
 use crate::config::{HostLimits, Rate};
-use crate::delivery::retry::parse_retry_after;
+use crate::http::{MAX_UPSTREAM_WAIT, capped_secs, parse_retry_after, parse_u64_saturating};
+use crate::telemetry as m;
 
 /// Shortest wait after a 403/429 that carries no rate-limit header.
 pub const UNSIGNALLED_WAIT: Duration = Duration::from_secs(60);
@@ -116,7 +116,10 @@ impl HostGate {
     }
 
     fn block_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let wait = wait.min(MAX_UPSTREAM_WAIT);
+        // Capped above, so this cannot overflow; saturate anyway rather than panic.
+        let now = Instant::now();
+        let until = now.checked_add(wait).unwrap_or(now);
         if let Ok(mut b) = self.blocked_until.lock() {
             *b = Some(b.map_or(until, |old| old.max(until)));
         }
@@ -220,8 +223,10 @@ impl Gate {
 
     /// Records an answer's rate-limit signals.
     pub fn observe(&self, status: u16, headers: &HeaderMap) {
-        if let Some(secs) = header(headers, "x-poll-interval").and_then(|v| v.parse::<u32>().ok()) {
-            self.poll_interval_s.store(secs, Ordering::Relaxed);
+        if let Some(secs) = header(headers, "x-poll-interval").and_then(parse_u64_saturating) {
+            let secs = capped_secs(secs).as_secs();
+            self.poll_interval_s
+                .store(u32::try_from(secs).unwrap_or(u32::MAX), Ordering::Relaxed);
         }
         let strikes = self.host.strikes.load(Ordering::Relaxed);
         match signal_wait(status, headers, SystemTime::now(), strikes) {
@@ -266,22 +271,22 @@ pub fn signal_wait(
     if let Some(wait) = retry_after.filter(|_| matches!(status, 429 | 503)) {
         return Some(Signal::Told(wait));
     }
-    let reset = header(headers, "x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+    let reset = header(headers, "x-ratelimit-reset").and_then(parse_u64_saturating);
     if let Some(reset) = reset.filter(|_| header(headers, "x-ratelimit-remaining") == Some("0")) {
         let now_s = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        return Some(Signal::Told(Duration::from_secs(
+        return Some(Signal::Told(capped_secs(
             reset.saturating_sub(now_s).max(1),
         )));
     }
     if let Some(wait) = header(headers, "ratelimit").and_then(ietf_wait) {
         return Some(Signal::Told(wait));
     }
-    let reset = header(headers, "ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+    let reset = header(headers, "ratelimit-reset").and_then(parse_u64_saturating);
     if let Some(secs) = reset.filter(|_| header(headers, "ratelimit-remaining") == Some("0")) {
-        return Some(Signal::Told(Duration::from_secs(secs.max(1))));
+        return Some(Signal::Told(capped_secs(secs.max(1))));
     }
     if matches!(status, 403 | 429) {
         let wait = UNSIGNALLED_WAIT
@@ -305,11 +310,11 @@ fn ietf_wait(value: &str) -> Option<Duration> {
                 .collect();
             let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
             (get("r")? == "0")
-                .then(|| get("t")?.parse::<u64>().ok())
+                .then(|| parse_u64_saturating(get("t")?))
                 .flatten()
         })
         .max()
-        .map(|t| Duration::from_secs(t.max(1)))
+        .map(|t| capped_secs(t.max(1)))
 }
 
 #[cfg(test)]

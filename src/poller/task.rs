@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{PollContext, PollError, PollOutcome, Poller, error_chain};
-use crate::admin::metrics as m;
-use crate::schedule::{failure_backoff, jitter};
+use crate::schedule::{failure_backoff, jitter, later};
 use crate::status::{outcome, rfc3339};
+use crate::telemetry as m;
 
 /// An operator command for one source.
 #[derive(Debug)]
@@ -24,10 +24,6 @@ pub enum Control {
     Resume(bool, oneshot::Sender<Result<(), String>>),
 }
 
-fn chrono_of(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 async fn sleep_until(at: DateTime<Utc>) {
     let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     tokio::time::sleep(wait).await;
@@ -38,7 +34,7 @@ impl Poller {
     pub async fn run(
         mut self,
         ctx: Arc<PollContext>,
-        mut control: mpsc::Receiver<Control>,
+        control: &mut mpsc::Receiver<Control>,
         shutdown: CancellationToken,
     ) {
         let name = self.source.name.clone();
@@ -53,12 +49,14 @@ impl Poller {
             s.paused = paused;
         });
         loop {
-            let fire = base
-                + chrono_of(jitter(
+            let fire = later(
+                base,
+                jitter(
                     schedule.interval(base),
                     self.source.jitter,
                     rand::random::<f64>(),
-                ));
+                ),
+            );
             ctx.registry
                 .update(&name, |s| s.next_poll = Some(rfc3339(fire)));
             let forced = tokio::select! {
@@ -103,11 +101,11 @@ impl Poller {
                 .upstream_interval()
                 .filter(|min| *min > schedule.interval(now))
             {
-                base = base.max(now + chrono_of(min));
+                base = base.max(later(now, min));
             }
             if failures > 0 {
                 let backoff = failure_backoff(schedule.interval(now), failures - 1);
-                base = base.max(now + chrono_of(backoff));
+                base = base.max(later(now, backoff));
             }
         }
     }

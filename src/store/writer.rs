@@ -6,6 +6,7 @@
 //! tokio worker or across an `.await`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -26,19 +27,35 @@ enum Job {
 pub struct Store {
     backend: Arc<dyn Backend>,
     tx: mpsc::Sender<Job>,
+    /// Batches in a row whose commit panicked (0 after a good one).
+    panics: Arc<AtomicU32>,
 }
+
+/// Batches in a row that panicked after which the store reports itself unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
 
 impl Store {
     /// Starts the writer thread for `backend`.
     pub fn start(backend: Arc<dyn Backend>) -> Store {
         let (tx, rx) = mpsc::channel();
         let writer_backend = backend.clone();
+        let panics = Arc::new(AtomicU32::new(0));
+        let writer_panics = panics.clone();
         thread::Builder::new()
             .name("pollhook-writer".into())
-            .spawn(move || run_writer(writer_backend, rx))
+            .spawn(move || run_writer(writer_backend, rx, writer_panics))
             // Spawning a thread fails only when the OS is out of threads; nothing can run then.
             .expect("cannot spawn the state writer thread");
-        Store { backend, tx }
+        Store {
+            backend,
+            tx,
+            panics,
+        }
+    }
+
+    /// False while commits keep panicking (shown on `/readyz`).
+    pub fn healthy(&self) -> bool {
+        self.panics.load(Ordering::Relaxed) < UNHEALTHY_AFTER
     }
 
     /// Read access to the engine.
@@ -107,7 +124,7 @@ impl Store {
     }
 }
 
-fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>) {
+fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>, panics: Arc<AtomicU32>) {
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::new();
         let mut replies = Vec::new();
@@ -129,7 +146,7 @@ fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>) {
             }
         }
         if !ops.is_empty() {
-            commit_batch(backend.as_ref(), ops, replies);
+            commit_batch(backend.as_ref(), ops, replies, &panics);
         }
         if let Some(reply) = close {
             drop(backend);
@@ -139,12 +156,31 @@ fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Applies one batch. A panic inside the engine fails this batch only (its transaction is
+/// dropped uncommitted, every caller gets an error, nothing is half-written) and the writer
+/// goes on with the next: the writer thread is never lost.
 fn commit_batch(
     backend: &dyn Backend,
     mut ops: Vec<WriteOp>,
     replies: Vec<oneshot::Sender<Result<WriteResult, StoreError>>>,
+    panics: &AtomicU32,
 ) {
-    match backend.apply(&mut ops) {
+    let applied =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.apply(&mut ops)));
+    let applied = match applied {
+        Ok(result) => {
+            panics.store(0, Ordering::Relaxed);
+            result
+        }
+        Err(payload) => {
+            let n = panics.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::counter!(crate::telemetry::TASK_RESTARTS, "task" => "writer").increment(1);
+            let message = crate::telemetry::panic_message(payload.as_ref());
+            tracing::error!(error = %message, panics = n, "state commit panicked; the batch is rolled back and the writer goes on");
+            Err(StoreError::Backend(format!("commit panicked: {message}")))
+        }
+    };
+    match applied {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));

@@ -247,6 +247,61 @@ fn admin_listen_is_validated() {
     assert_eq!(code, 0, "{text}");
 }
 
+/// An admin API on a non-loopback address without a token is refused (it can resend, purge
+/// and reload); with a token it is accepted.
+#[test]
+fn admin_on_the_network_needs_a_token() {
+    assert_rejected(
+        &format!("admin:\n  listen: 0.0.0.0:9464\n{VALID}"),
+        &[SECRET],
+        &["admin.listen", "line 2", "0.0.0.0:9464", "admin.token"],
+    );
+    let (code, text) = check(
+        &format!("admin:\n  listen: 0.0.0.0:9464\n  token: t0k3n\n{VALID}"),
+        &[SECRET],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("t0k3n"), "{text}");
+}
+
+/// Credentials to a plain-http upstream and events to a plain-http destination off this machine
+/// are warnings, not errors; loopback is quiet.
+#[test]
+fn plain_http_off_the_machine_warns() {
+    let remote = VALID
+        .replace("http://127.0.0.1:9000", "http://10.1.2.3:9000")
+        .replace("http://127.0.0.1:8080", "http://hooks.internal:8080")
+        .replace(
+            "    every: 60s",
+            "    every: 60s\n    auth: { bearer: t0k3n }",
+        );
+    let (code, text) = check(&remote, &[SECRET]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("warning: sources.issues.url"), "{text}");
+    assert!(text.contains("warning: destinations.agent.url"), "{text}");
+    assert!(!text.contains("t0k3n"), "{text}");
+    let (_, quiet) = check(VALID, &[SECRET]);
+    assert!(!quiet.contains("warning"), "{quiet}");
+}
+
+/// `every` is bounded (100ms to 365d), and so is each retry step (30d).
+#[test]
+fn huge_durations_are_rejected() {
+    assert_rejected(
+        &VALID.replace("every: 60s", "every: 100000000y"),
+        &[SECRET],
+        &["sources.issues.every", "365d"],
+    );
+    assert_rejected(
+        &VALID.replace(
+            "secret: ${SECRET}",
+            "secret: ${SECRET}\n    retry: [5s, 1000y]",
+        ),
+        &[SECRET],
+        &["destinations.agent.retry[1]", "30d"],
+    );
+}
+
 /// `secret: { credential: NAME }` reads $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=).
 #[test]
 fn credential_secrets_are_read_from_the_credentials_directory() {

@@ -11,6 +11,7 @@ mod detection;
 mod durability;
 mod fetch_failures;
 mod flood;
+mod hostile;
 mod ops;
 mod ordering;
 mod pagination;

@@ -202,7 +202,7 @@ pub fn free_port() -> u16 {
 
 /// Calls a daemon's admin API; returns (status, JSON body or the text as a JSON string).
 pub async fn admin(method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
-    pollhook::poller::install_crypto();
+    pollhook::http::install_crypto();
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = client.request(method, url).timeout(Duration::from_secs(30));

@@ -32,6 +32,9 @@ pub const DEAD_LETTERS: &str = "pollhook_dead_letters";
 /// Pauses asked for by upstream rate-limit signals, by `host`.
 pub const RATE_LIMIT_WAITS: &str = "pollhook_upstream_rate_limit_waits_total";
 
+/// Supervised tasks restarted after a panic, by `task` (source, dispatcher, writer).
+pub const TASK_RESTARTS: &str = "pollhook_task_restarts_total";
+
 /// Histogram buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -80,10 +83,20 @@ fn describe() {
         "Age of the oldest pending row"
     );
     describe_gauge!(DEAD_LETTERS, "Dead letters");
+    describe_counter!(TASK_RESTARTS, "Supervised tasks restarted after a panic");
     describe_counter!(
         RATE_LIMIT_WAITS,
         "Pauses asked for by upstream rate-limit signals"
     );
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_owned())
 }
 
 #[cfg(test)]

@@ -1,0 +1,40 @@
+//! Every default and limit of `bridge.yaml`, in one place below the validators that apply them
+//! (`validate.rs`, `destination.rs`, `source.rs`), so they import it and not each other.
+
+use std::time::Duration;
+
+/// Default request timeout for sources and destinations.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default `max_body`.
+pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
+/// Default jitter fraction.
+pub const DEFAULT_JITTER: f64 = 0.10;
+/// Default retry schedule of a destination.
+pub const DEFAULT_RETRY: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+/// Default in-flight requests per destination.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default state file name.
+pub const DEFAULT_STATE: &str = "pollhook.redb";
+/// Shortest accepted `every`.
+pub const MIN_EVERY: Duration = Duration::from_millis(100);
+/// Longest accepted `every` (a year; longer intervals are a typo, and keep schedule math finite).
+pub const MAX_EVERY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Defaults resolved once and applied to every source.
+pub(super) struct Defaults {
+    pub(super) timeout: Duration,
+    pub(super) max_body: u64,
+    pub(super) jitter: f64,
+}
+/// Longest step of a destination's `retry` schedule.
+pub const MAX_RETRY_STEP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most redirect hops one upstream request follows.
+pub const MAX_REDIRECTS: usize = 5;
