@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
-use crate::delivery::{DispatchCmd, RowSender};
+use crate::delivery::DispatchCmd;
 use crate::poller::Control;
 use crate::status::Registry;
 use crate::store::Store;
@@ -44,8 +44,6 @@ pub struct AdminState {
     pub controls: Controls,
     /// Dispatcher commands (statistics).
     pub dispatch: mpsc::UnboundedSender<DispatchCmd>,
-    /// Hands revived dead letters to the dispatcher.
-    pub rows: RowSender,
     /// Asks the daemon to reload its config.
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Bearer token for `/v1`.

@@ -40,23 +40,9 @@ pub async fn readyz(State(s): State<AdminState>, headers: axum::http::HeaderMap)
     (status, body).into_response()
 }
 
-/// `GET /metrics`: refreshes the outbox and dead-letter gauges, then renders everything.
-pub async fn metrics(State(s): State<AdminState>) -> Response {
-    for d in dispatcher_stats(&s).await {
-        metrics::gauge!(m::OUTBOX_DEPTH, "destination" => d.destination.clone())
-            .set(d.pending as f64);
-        metrics::gauge!(m::OUTBOX_OLDEST_AGE, "destination" => d.destination.clone())
-            .set(d.oldest_pending_age_seconds.unwrap_or(0.0));
-        metrics::gauge!(m::DEAD_LETTERS, "destination" => d.destination).set(0.0);
-    }
-    if let Ok(dead) = s.store.backend().dead() {
-        let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        dead.iter()
-            .for_each(|r| *counts.entry(r.destination.clone()).or_default() += 1);
-        for (dest, n) in counts {
-            metrics::gauge!(m::DEAD_LETTERS, "destination" => dest).set(n as f64);
-        }
-    }
+/// `GET /metrics`: renders what is recorded. Gauges are kept by their owners (the dispatcher
+/// refreshes the outbox ones on a timer), so a scrape reads no store and waits on no task.
+pub async fn metrics() -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
         m::handle().render(),
@@ -181,12 +167,11 @@ pub async fn dead(State(s): State<AdminState>) -> Response {
 
 async fn revive(s: &AdminState, seqs: Option<Vec<u64>>) -> Response {
     match s.store.revive(seqs, now_ms()).await {
-        Ok(rows) => {
+        Ok((rows, superseded)) => {
+            // The writer hands revived rows to the dispatcher; the dead-letter gauge recounts.
+            let _ = s.dispatch.send(DispatchCmd::DeadChanged);
             let ids: Vec<u64> = rows.iter().map(|r| r.seq).collect();
-            if !rows.is_empty() {
-                let _ = s.rows.send(rows);
-            }
-            Json(json!({ "retried": ids })).into_response()
+            Json(json!({ "retried": ids, "superseded": superseded })).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -217,7 +202,10 @@ pub async fn retry_all(State(s): State<AdminState>) -> Response {
 /// `DELETE /v1/dead`.
 pub async fn purge_dead(State(s): State<AdminState>) -> Response {
     match s.store.purge_dead(None).await {
-        Ok(n) => Json(json!({ "purged": n })).into_response(),
+        Ok(n) => {
+            let _ = s.dispatch.send(DispatchCmd::DeadChanged);
+            Json(json!({ "purged": n })).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -245,15 +245,10 @@ pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
     let items = match &src.paginate {
         Some(p) => {
             let gate = crate::poller::rate_limit::Gate::open(&src.request.url);
-            let merged = crate::poller::paginate::fetch_pages(
-                &client,
-                src,
-                p,
-                &gate,
-                &mut Default::default(),
-            )
-            .await
-            .with_context(|| format!("source {source}"))?;
+            let merged =
+                crate::poller::paginate::fetch_pages(&client, src, p, &gate, &Default::default())
+                    .await
+                    .with_context(|| format!("source {source}"))?;
             extract(&src.extract.for_merged_pages(), &merged.body)
         }
         None => extract(

@@ -28,9 +28,14 @@ use crate::shutdown::DRAIN_DEADLINE;
 use crate::status::Registry;
 use crate::store::{self, Store, StoreError};
 use sources::SourceSet;
+use supervise::supervised;
 
 /// How often expired dead letters are purged (when `dead_letter_max_age` is set).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+/// How often the dispatcher's queue is reconciled with the store's outbox.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
+/// How often the metrics recorder drains its histograms when nothing scrapes.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -82,23 +87,10 @@ pub async fn run(
     for w in &config.warnings {
         tracing::warn!(warning = %w, "risky config");
     }
-    let store = store::open(&config.state)?;
-    let registry = Arc::new(Registry::default());
-    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
-    let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
-    let mut dispatcher = Dispatcher::new(
-        &config.destinations.values().cloned().collect::<Vec<_>>(),
-        crate::http::destination_client().map_err(DaemonError::Client)?,
-        settle_tx,
-    );
-    let pending = store.backend().pending()?;
-    let resumed = pending.len();
-    pending.into_iter().for_each(|row| dispatcher.add(row));
-    let settle_task = tokio::spawn(settle_loop(store.clone(), settle_rx));
-    let dispatch_stop = CancellationToken::new();
-    let dispatch_task =
-        tokio::spawn(dispatcher.run(rows_rx, dispatch_rx, dispatch_stop.clone(), DRAIN_DEADLINE));
+    let store = store::open(&config.state, Some(rows_tx))?;
+    let registry = Arc::new(Registry::default());
+    let delivery = Delivery::start(&config, &store, &registry, rows_rx)?;
 
     let controls: Controls = Arc::new(RwLock::new(HashMap::new()));
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -107,8 +99,7 @@ pub async fn run(
         registry: registry.clone(),
         store: store.clone(),
         controls: controls.clone(),
-        dispatch: dispatch_tx.clone(),
-        rows: rows_tx.clone(),
+        dispatch: delivery.commands.clone(),
         reload: reload_tx,
         token: config.admin.token.clone(),
     };
@@ -123,7 +114,6 @@ pub async fn run(
     let ctx = Arc::new(PollContext {
         store: store.clone(),
         client: crate::http::upstream_client().map_err(DaemonError::Client)?,
-        rows: rows_tx,
         registry: registry.clone(),
         limits: Arc::new(poller::Limits::new(&config.hosts)),
     });
@@ -134,15 +124,23 @@ pub async fn run(
     }
     registry.set_ready(true);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(sources = sources.len(), destinations = config.destinations.len(), resumed_deliveries = resumed, state = %config.state.display(), "pollhook running");
+    tracing::info!(sources = sources.len(), destinations = config.destinations.len(), state = %config.state.display(), "pollhook running");
 
+    let Delivery {
+        commands: dispatch,
+        task: dispatch_task,
+        stop: dispatch_stop,
+        settle: settle_task,
+        dests,
+    } = delivery;
     let mut daemon = Daemon {
         config,
         path: options.config_path,
         env: options.env,
         store: store.clone(),
         registry: registry.clone(),
-        dispatch: dispatch_tx,
+        dispatch,
+        dests,
         sources,
     };
     let died = daemon
@@ -171,6 +169,73 @@ pub async fn run(
             Err(DaemonError::TaskDied(what))
         }
         None => Ok(()),
+    }
+}
+
+/// The current destinations, shared with the dispatcher's supervisor so that a restarted
+/// dispatcher starts with the config in force.
+type SharedDests = Arc<RwLock<Vec<Arc<crate::config::Destination>>>>;
+
+/// The running delivery side: the supervised dispatcher and the settle writer.
+struct Delivery {
+    commands: mpsc::UnboundedSender<DispatchCmd>,
+    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    settle: tokio::task::JoinHandle<()>,
+    dests: SharedDests,
+}
+
+impl Delivery {
+    /// Starts the settle writer and the dispatcher, supervised: a dispatcher that panics is
+    /// rebuilt from the store's outbox (a row it was sending may be sent again, with the same
+    /// id and body).
+    fn start(
+        config: &Config,
+        store: &Store,
+        registry: &Arc<Registry>,
+        rows: crate::delivery::RowReceiver,
+    ) -> Result<Delivery, DaemonError> {
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let client = crate::http::destination_client().map_err(DaemonError::Client)?;
+        let dests: SharedDests =
+            Arc::new(RwLock::new(config.destinations.values().cloned().collect()));
+        let settle = tokio::spawn(settle_loop(store.clone(), settle_rx));
+        let stop = CancellationToken::new();
+        // Shared by the runs of the supervised dispatcher: a run that panics drops its guard.
+        let inputs = Arc::new(tokio::sync::Mutex::new((rows, commands_rx)));
+        let (store, registry, token, shared) =
+            (store.clone(), registry.clone(), stop.clone(), dests.clone());
+        let task = tokio::spawn(async move {
+            supervised("dispatcher", "dispatcher", &registry, &token, || {
+                let current = shared.read().map(|d| d.clone()).unwrap_or_default();
+                let (store, client, settle_tx, inputs, token) = (
+                    store.clone(),
+                    client.clone(),
+                    settle_tx.clone(),
+                    inputs.clone(),
+                    token.clone(),
+                );
+                async move {
+                    let mut guard = inputs.lock_owned().await;
+                    let (rows, commands) = &mut *guard;
+                    let mut dispatcher = Dispatcher::new(&current, store, client, settle_tx);
+                    match dispatcher.load_pending() {
+                        Ok(n) => tracing::info!(pending = n, "dispatcher started"),
+                        Err(e) => panic!("cannot read the outbox: {e}"),
+                    }
+                    dispatcher.run(rows, commands, token, DRAIN_DEADLINE).await;
+                }
+            })
+            .await;
+        });
+        Ok(Delivery {
+            commands,
+            task,
+            stop,
+            settle,
+            dests,
+        })
     }
 }
 
@@ -213,6 +278,7 @@ struct Daemon {
     store: Store,
     registry: Arc<Registry>,
     dispatch: mpsc::UnboundedSender<DispatchCmd>,
+    dests: SharedDests,
     sources: SourceSet,
 }
 
@@ -235,6 +301,8 @@ impl Daemon {
             .unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(watchdog);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
         loop {
             tokio::select! {
                 biased;
@@ -258,6 +326,10 @@ impl Daemon {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
                 _ = housekeeping.tick() => self.housekeeping().await,
+                _ = reconcile.tick() => self.reconcile(),
+                // Histograms and summaries drain only on upkeep; without a scraper they would
+                // grow for ever.
+                _ = upkeep.tick() => crate::telemetry::handle().run_upkeep(),
             }
         }
     }
@@ -309,17 +381,20 @@ impl Daemon {
             let pending = self
                 .store
                 .backend()
-                .pending()
+                .pending_headers()
                 .map_err(|e| vec![e.to_string()])?;
             pending
                 .into_iter()
                 .filter(|r| added.contains(&r.destination))
                 .collect()
         };
-        let _ = self.dispatch.send(DispatchCmd::Destinations {
-            dests: new.destinations.values().cloned().collect(),
-            rows,
-        });
+        let dests: Vec<_> = new.destinations.values().cloned().collect();
+        if let Ok(mut shared) = self.dests.write() {
+            shared.clone_from(&dests);
+        }
+        let _ = self
+            .dispatch
+            .send(DispatchCmd::Destinations { dests, rows });
         let changes = self
             .sources
             .reconcile(&new.sources)
@@ -333,6 +408,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// Asks the dispatcher to compare its queue with the store's outbox; stranded rows are
+    /// logged and queued by the dispatcher (and counted in `pollhook_outbox_stranded_total`).
+    fn reconcile(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.dispatch.send(DispatchCmd::Reconcile(tx)).is_ok() {
+            tokio::spawn(async move {
+                if let Ok(n) = rx.await
+                    && n > 0
+                {
+                    tracing::error!(
+                        stranded = n,
+                        "reconcile found committed outbox rows the dispatcher never had; they are queued now (a bug: please report it)"
+                    );
+                }
+            });
+        }
+    }
+
     /// Purges dead letters older than `dead_letter_max_age`.
     async fn housekeeping(&self) {
         let Some(max_age) = self.config.dead_letter_max_age else {
@@ -341,7 +434,10 @@ impl Daemon {
         let cut = now_ms() - max_age.as_millis() as i64;
         match self.store.purge_dead(Some(cut)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "expired dead letters purged"),
+            Ok(n) => {
+                tracing::info!(purged = n, "expired dead letters purged");
+                let _ = self.dispatch.send(DispatchCmd::DeadChanged);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot purge expired dead letters"),
         }
     }

@@ -93,10 +93,13 @@ impl SourceSet {
                         Some(p) => p,
                         // A restart reloads the stored state: whatever the dead run held in
                         // memory is rebuilt from what was committed.
-                        None => match Poller::load(src.clone(), &ctx) {
-                            Ok(p) => p,
-                            Err(e) => panic!("cannot reload the source's state: {e}"),
-                        },
+                        None => {
+                            ctx.store.flush().await;
+                            match Poller::load(src.clone(), &ctx) {
+                                Ok(p) => p,
+                                Err(e) => panic!("cannot reload the source's state: {e}"),
+                            }
+                        }
                     };
                     poller.run(ctx, &mut rx, token).await;
                 }
@@ -127,6 +130,9 @@ impl SourceSet {
         if let Some(r) = self.running.remove(name) {
             r.token.cancel();
             let _ = r.handle.await;
+            // A commit the task asked for may still be queued: the next task for this source
+            // must load the state after it.
+            self.ctx.store.flush().await;
         }
         self.ctx.registry.remove(name);
     }

@@ -1,18 +1,22 @@
-//! The dispatcher: holds every pending outbox row in memory, sends those that are due under each
-//! destination's concurrency limit, and records each outcome in the store.
+//! The dispatcher: keeps a small header of every pending outbox row in memory (`queue.rs`),
+//! sends those that are due under each destination's concurrency limit, reading each row's body
+//! from the store only when it is sent, and records each outcome in the store.
 //!
 //! Design notes:
-//! - Per-item order (invariant 4): rows are chained by (destination, source, item key) in `seq`
-//!   order, and only a chain's head is ever eligible, so rev 4 of an item is not attempted while
-//!   rev 3 to the same destination is pending. Chains never wait on each other.
+//! - Per-item order and de-duplication live in [`Queue`]; see its notes.
 //! - Isolation (invariant 5): each destination has its own ready heap and in-flight count; a
 //!   hanging destination fills only its own slots. Sends run in their own tasks; the loop itself
 //!   never awaits the network.
+//! - Bounded memory: at most `concurrency` bodies per destination are in memory at once (the
+//!   ones being sent); a backlog costs tens of bytes a row.
 //! - Retry times live on the row (`due_ms`, persisted by the settle writer), not in a sleeping
 //!   task, so a restart resumes the same schedule.
+//! - Reconcile: on request, the settle writer commits every outcome queued so far and the store
+//!   answers with its pending rows after every earlier write; rows the store holds that the
+//!   dispatcher has never seen (and has not just finished) are stranded: they are queued and
+//!   counted. The writer hands committed rows over itself, so this should always find none.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,37 +25,31 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::Queue;
 use super::retry::{Decision, Outcome, decide, describe};
 use super::send::attempt;
 use super::signing::Signer;
 use crate::config::Destination;
-use crate::store::{OutboxRow, Settle, Store};
+use crate::store::{OutboxRow, Settle, Store, StoreError};
 use crate::telemetry as m;
 
-/// Sends freshly committed rows to the dispatcher.
-pub type RowSender = mpsc::UnboundedSender<Vec<OutboxRow>>;
+/// Where the store's writer hands committed rows.
+pub type RowSender = crate::store::RowSink;
 /// The dispatcher's end of [`RowSender`].
 pub type RowReceiver = mpsc::UnboundedReceiver<Vec<OutboxRow>>;
 
-struct DestState {
-    dest: Arc<Destination>,
-    signer: Arc<Signer>,
-    ready: BinaryHeap<Reverse<(i64, u64)>>,
-    inflight: usize,
-    /// False once the destination left the config: its rows stay pending, unsent.
-    enabled: bool,
-}
+/// How often the outbox gauges are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+/// How long a row whose store read failed waits before it is tried again.
+const UNREADABLE_RETRY_MS: i64 = 1000;
 
-impl DestState {
-    fn new(dest: &Arc<Destination>) -> DestState {
-        DestState {
-            dest: dest.clone(),
-            signer: Arc::new(Signer::new(dest)),
-            ready: BinaryHeap::new(),
-            inflight: 0,
-            enabled: true,
-        }
-    }
+/// A message to the settle writer.
+#[derive(Debug)]
+pub enum SettleMsg {
+    /// One attempt's outcome.
+    Outcome(Settle),
+    /// Commit everything queued before this, then answer with the store's pending rows.
+    Snapshot(oneshot::Sender<Result<Vec<OutboxRow>, StoreError>>),
 }
 
 /// A command to the running dispatcher.
@@ -67,6 +65,11 @@ pub enum DispatchCmd {
         /// Pending rows for newly known destinations.
         rows: Vec<OutboxRow>,
     },
+    /// Compare the store's outbox with the queue; the reply is how many stranded rows were
+    /// found (and queued).
+    Reconcile(oneshot::Sender<usize>),
+    /// Dead letters changed outside the dispatcher (revive, purge): recount them.
+    DeadChanged,
 }
 
 /// Outbox statistics of one destination.
@@ -84,20 +87,47 @@ pub struct DestStats {
     pub oldest_pending_age_seconds: Option<f64>,
 }
 
-/// The dispatcher's state; see the module notes.
-pub struct Dispatcher {
-    rows: HashMap<u64, OutboxRow>,
-    chains: HashMap<(String, String, String), VecDeque<u64>>,
-    dests: HashMap<String, DestState>,
-    client: reqwest::Client,
-    settle_tx: mpsc::UnboundedSender<Settle>,
-    done_tx: mpsc::UnboundedSender<(u64, Outcome)>,
-    done_rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
-    tasks: JoinSet<()>,
+/// A configured destination's sending state, by queue index.
+struct Sender {
+    dest: Arc<Destination>,
+    signer: Arc<Signer>,
 }
 
-fn chain_key(row: &OutboxRow) -> (String, String, String) {
-    (row.destination.clone(), row.source.clone(), row.key.clone())
+/// What a send task reports.
+struct Done {
+    seq: u64,
+    result: Result<(String, Outcome), Unsent>,
+}
+
+/// Why a due row was not attempted.
+enum Unsent {
+    /// It is no longer in the outbox (settled meanwhile).
+    Gone,
+    /// The store could not be read.
+    Unreadable(String),
+}
+
+/// A reconcile in progress.
+struct Reconciling {
+    snapshot: oneshot::Receiver<Result<Vec<OutboxRow>, StoreError>>,
+    finished: HashSet<u64>,
+    reply: oneshot::Sender<usize>,
+}
+
+/// The dispatcher's state; see the module notes.
+pub struct Dispatcher {
+    queue: Queue,
+    /// By queue index; `None` once the destination left the config (its rows stay pending).
+    senders: Vec<Option<Sender>>,
+    inflight: Vec<usize>,
+    dead: Vec<u64>,
+    store: Store,
+    client: reqwest::Client,
+    settle_tx: mpsc::UnboundedSender<SettleMsg>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    tasks: JoinSet<()>,
+    reconciling: Option<Reconciling>,
 }
 
 /// Current unix time in ms.
@@ -106,73 +136,120 @@ pub fn now_ms() -> i64 {
 }
 
 impl Dispatcher {
-    /// A dispatcher for `destinations`, settling outcomes through `settle_tx`.
+    /// A dispatcher for `destinations`, reading bodies from `store` and settling outcomes
+    /// through `settle_tx`.
     pub fn new(
         destinations: &[Arc<Destination>],
+        store: Store,
         client: reqwest::Client,
-        settle_tx: mpsc::UnboundedSender<Settle>,
+        settle_tx: mpsc::UnboundedSender<SettleMsg>,
     ) -> Self {
-        let dests = destinations
-            .iter()
-            .map(|d| (d.name.clone(), DestState::new(d)))
-            .collect();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        Dispatcher {
-            rows: HashMap::new(),
-            chains: HashMap::new(),
-            dests,
+        let mut d = Dispatcher {
+            queue: Queue::default(),
+            senders: Vec::new(),
+            inflight: Vec::new(),
+            dead: Vec::new(),
+            store,
             client,
             settle_tx,
             done_tx,
             done_rx,
             tasks: JoinSet::new(),
-        }
-    }
-
-    /// Queues a committed row.
-    pub fn add(&mut self, row: OutboxRow) {
-        let Some(d) = self.dests.get_mut(&row.destination) else {
-            tracing::warn!(destination = %row.destination, event = %row.event_id, "outbox row for a destination that is no longer configured; kept in the store, not sent");
-            return;
+            reconciling: None,
         };
-        let chain = self.chains.entry(chain_key(&row)).or_default();
-        chain.push_back(row.seq);
-        if chain.len() == 1 {
-            d.ready.push(Reverse((row.due_ms, row.seq)));
-        }
-        self.rows.insert(row.seq, row);
+        d.set_destinations(destinations);
+        d.count_dead();
+        d
     }
 
-    fn inflight(&self) -> usize {
-        self.dests.values().map(|d| d.inflight).sum()
+    /// Loads every pending row of the store (headers only).
+    pub fn load_pending(&mut self) -> Result<usize, StoreError> {
+        let rows = self.store.backend().pending_headers()?;
+        let n = rows.len();
+        rows.iter().for_each(|r| self.add(r));
+        Ok(n)
+    }
+
+    fn set_destinations(&mut self, dests: &[Arc<Destination>]) {
+        self.senders.iter_mut().for_each(|s| *s = None);
+        for dest in dests {
+            let i = self.queue.dest(&dest.name);
+            self.grow();
+            self.senders[i] = Some(Sender {
+                dest: dest.clone(),
+                signer: Arc::new(Signer::new(dest)),
+            });
+        }
+    }
+
+    fn grow(&mut self) {
+        let n = self.queue.dests.len();
+        self.senders.resize_with(n, || None);
+        self.inflight.resize(n, 0);
+        self.dead.resize(n, 0);
+    }
+
+    /// Recounts dead letters per destination (start, and after operator changes).
+    fn count_dead(&mut self) {
+        match self.store.backend().dead() {
+            Ok(rows) => {
+                self.dead.iter_mut().for_each(|n| *n = 0);
+                for r in rows {
+                    let i = self.queue.dest(&r.destination);
+                    self.grow();
+                    self.dead[i] += 1;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count dead letters"),
+        }
+    }
+
+    /// Queues a committed row (once, whatever path it comes by).
+    pub fn add(&mut self, row: &OutboxRow) {
+        let configured = self
+            .queue
+            .dest_index(&row.destination)
+            .and_then(|i| self.senders.get(i))
+            .is_some_and(Option::is_some);
+        if !configured {
+            tracing::warn!(destination = %row.destination, event = %row.event_id, "outbox row for a destination that is not configured; kept in the store, not sent");
+            return;
+        }
+        self.queue.add(row);
     }
 
     /// Per-destination statistics.
     pub fn stats(&self, now: i64) -> Vec<DestStats> {
+        let oldest = self.queue.oldest();
         let mut out: Vec<DestStats> = self
+            .queue
             .dests
             .iter()
-            .map(|(name, d)| DestStats {
-                destination: name.clone(),
-                configured: d.enabled,
-                pending: 0,
-                in_flight: d.inflight,
-                oldest_pending_age_seconds: None,
+            .enumerate()
+            .map(|(i, d)| DestStats {
+                destination: d.name.clone(),
+                configured: self.senders[i].is_some(),
+                pending: d.pending,
+                in_flight: self.inflight[i],
+                oldest_pending_age_seconds: oldest[i].map(|c| (now - c).max(0) as f64 / 1000.0),
             })
             .collect();
         out.sort_by(|a, b| a.destination.cmp(&b.destination));
-        for row in self.rows.values() {
-            if let Ok(i) = out.binary_search_by(|s| s.destination.as_str().cmp(&row.destination)) {
-                let age = (now - row.created_ms).max(0) as f64 / 1000.0;
-                out[i].pending += 1;
-                out[i].oldest_pending_age_seconds = Some(
-                    out[i]
-                        .oldest_pending_age_seconds
-                        .map_or(age, |a: f64| a.max(age)),
-                );
-            }
-        }
         out
+    }
+
+    /// Sets the outbox gauges; runs on a timer, so scraping `/metrics` costs the dispatcher
+    /// nothing.
+    fn gauges(&self, now: i64) {
+        for s in self.stats(now) {
+            let name = s.destination;
+            metrics::gauge!(m::OUTBOX_DEPTH, "destination" => name.clone()).set(s.pending as f64);
+            metrics::gauge!(m::OUTBOX_OLDEST_AGE, "destination" => name.clone())
+                .set(s.oldest_pending_age_seconds.unwrap_or(0.0));
+            let dead = self.queue.dest_index(&name).map_or(0, |j| self.dead[j]);
+            metrics::gauge!(m::DEAD_LETTERS, "destination" => name).set(dead as f64);
+        }
     }
 
     fn command(&mut self, cmd: DispatchCmd) {
@@ -181,140 +258,179 @@ impl Dispatcher {
                 let _ = reply.send(self.stats(now_ms()));
             }
             DispatchCmd::Destinations { dests, rows } => {
-                for d in self.dests.values_mut() {
-                    d.enabled = false;
-                }
-                for dest in &dests {
-                    match self.dests.get_mut(&dest.name) {
-                        Some(state) => {
-                            state.signer = Arc::new(Signer::new(dest));
-                            state.dest = dest.clone();
-                            state.enabled = true;
-                        }
-                        None => {
-                            self.dests.insert(dest.name.clone(), DestState::new(dest));
-                        }
-                    }
-                }
-                rows.into_iter().for_each(|r| self.add(r));
+                self.set_destinations(&dests);
+                rows.iter().for_each(|r| self.add(r));
+            }
+            DispatchCmd::Reconcile(reply) => self.start_reconcile(reply),
+            DispatchCmd::DeadChanged => self.count_dead(),
+        }
+    }
+
+    fn start_reconcile(&mut self, reply: oneshot::Sender<usize>) {
+        let (tx, snapshot) = oneshot::channel();
+        if self.settle_tx.send(SettleMsg::Snapshot(tx)).is_err() {
+            let _ = reply.send(0);
+            return;
+        }
+        self.reconciling = Some(Reconciling {
+            snapshot,
+            finished: HashSet::new(),
+            reply,
+        });
+    }
+
+    /// Queues the store's pending rows that the dispatcher never saw; returns how many.
+    fn finish_reconcile(&mut self, r: Reconciling, stored: Vec<OutboxRow>) {
+        let mut stranded = 0;
+        for row in &stored {
+            let known = self.queue.contains(row.seq) || r.finished.contains(&row.seq);
+            let sendable = self
+                .queue
+                .dest_index(&row.destination)
+                .is_some_and(|i| self.senders[i].is_some());
+            if !known && sendable {
+                tracing::warn!(destination = %row.destination, event = %row.event_id, "stranded outbox row found by reconcile; queued");
+                self.queue.add(row);
+                stranded += 1;
             }
         }
+        metrics::counter!(m::OUTBOX_STRANDED).increment(stranded as u64);
+        let _ = r.reply.send(stranded);
     }
 
     /// Starts every due head row that fits its destination's concurrency; returns when the next
     /// row becomes due.
     fn dispatch_due(&mut self, now: i64) -> Option<i64> {
         let mut next: Option<i64> = None;
-        for d in self.dests.values_mut().filter(|d| d.enabled) {
-            while d.inflight < d.dest.concurrency {
-                let Some(Reverse((due, seq))) = d.ready.peek().copied() else {
-                    break;
+        for i in 0..self.senders.len() {
+            let Some(sender) = &self.senders[i] else {
+                continue;
+            };
+            let (dest, signer) = (sender.dest.clone(), sender.signer.clone());
+            while self.inflight[i] < dest.concurrency {
+                let seq = match self.queue.pop_due(i, now) {
+                    Ok(seq) => seq,
+                    Err(due) => {
+                        next = match (next, due) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        break;
+                    }
                 };
-                if due > now {
-                    next = Some(next.map_or(due, |n| n.min(due)));
-                    break;
-                }
-                d.ready.pop();
-                let Some(row) = self.rows.get(&seq) else {
-                    continue;
-                };
-                d.inflight += 1;
-                let (client, dest, signer, row, done) = (
+                self.inflight[i] += 1;
+                let (store, client, dest, signer, done) = (
+                    self.store.clone(),
                     self.client.clone(),
-                    d.dest.clone(),
-                    d.signer.clone(),
-                    row.clone(),
+                    dest.clone(),
+                    signer.clone(),
                     self.done_tx.clone(),
                 );
                 self.tasks.spawn(async move {
-                    let outcome = attempt(&client, &dest, &signer, &row).await;
-                    let _ = done.send((row.seq, outcome));
+                    let result = match store.backend().outbox_row(seq) {
+                        Ok(Some(row)) => Ok((
+                            row.event_id.clone(),
+                            attempt(&client, &dest, &signer, &row).await,
+                        )),
+                        Ok(None) => Err(Unsent::Gone),
+                        Err(e) => Err(Unsent::Unreadable(e.to_string())),
+                    };
+                    let _ = done.send(Done { seq, result });
                 });
             }
         }
         next
     }
 
-    /// Applies the outcome of one attempt.
-    fn complete(&mut self, seq: u64, outcome: Outcome, now: i64) {
-        let Some(row) = self.rows.get_mut(&seq) else {
+    /// Applies the result of one send task.
+    fn complete(&mut self, done: Done, now: i64) {
+        let Some(p) = self.queue.get(done.seq).copied() else {
             return;
         };
-        let Some(d) = self.dests.get_mut(&row.destination) else {
+        self.inflight[p.dest] -= 1;
+        let (event, outcome) = match done.result {
+            Ok(r) => r,
+            Err(Unsent::Gone) => {
+                self.finished(done.seq);
+                return;
+            }
+            Err(Unsent::Unreadable(e)) => {
+                tracing::warn!(error = %e, "cannot read an outbox row; trying again shortly");
+                self.queue
+                    .retry(done.seq, p.attempts, now + UNREADABLE_RETRY_MS);
+                return;
+            }
+        };
+        let Some(sender) = self.senders.get(p.dest).and_then(Option::as_ref) else {
+            // The destination left the config while this attempt ran: the row stays pending,
+            // unsent until the destination returns.
+            self.queue.retry(done.seq, p.attempts, now);
             return;
         };
-        d.inflight -= 1;
-        let attempts = row.attempts + 1;
-        match decide(attempts, &outcome, &d.dest.retry, now) {
+        let name = sender.dest.name.clone();
+        let attempts = p.attempts + 1;
+        let seq = done.seq;
+        match decide(attempts, &outcome, &sender.dest.retry, now) {
             Decision::Done => {
-                tracing::debug!(destination = %row.destination, event = %row.event_id, attempts, "delivered");
-                let latency = (now - row.created_ms).max(0) as f64 / 1000.0;
-                metrics::histogram!(m::DELIVERY_LATENCY, "destination" => row.destination.clone())
+                tracing::debug!(destination = %name, event = %event, attempts, "delivered");
+                let latency = (now - p.created_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(m::DELIVERY_LATENCY, "destination" => name.clone())
                     .record(latency);
-                metrics::counter!(m::DELIVERIES, "destination" => row.destination.clone(), "outcome" => "delivered").increment(1);
-                let _ = self.settle_tx.send(Settle::Delivered { seq });
-                self.finish(seq);
+                metrics::counter!(m::DELIVERIES, "destination" => name, "outcome" => "delivered")
+                    .increment(1);
+                let _ = self
+                    .settle_tx
+                    .send(SettleMsg::Outcome(Settle::Delivered { seq }));
+                self.finished(seq);
             }
             Decision::RetryAt(due) => {
-                metrics::counter!(m::DELIVERIES, "destination" => row.destination.clone(), "outcome" => "retry").increment(1);
+                metrics::counter!(m::DELIVERIES, "destination" => name.clone(), "outcome" => "retry").increment(1);
                 let error = describe(&outcome);
-                tracing::warn!(destination = %row.destination, event = %row.event_id, attempts, error = %error, retry_in_ms = due - now, "delivery failed; will retry");
-                row.attempts = attempts;
-                row.due_ms = due;
-                row.last_error = Some(error.clone());
-                d.ready.push(Reverse((due, seq)));
-                let _ = self.settle_tx.send(Settle::Retry {
+                tracing::warn!(destination = %name, event = %event, attempts, error = %error, retry_in_ms = due - now, "delivery failed; will retry");
+                self.queue.retry(seq, attempts, due);
+                let _ = self.settle_tx.send(SettleMsg::Outcome(Settle::Retry {
                     seq,
                     attempts,
                     due_ms: due,
                     error,
-                });
+                }));
             }
             Decision::Dead(reason) => {
-                metrics::counter!(m::DELIVERIES, "destination" => row.destination.clone(), "outcome" => "dead").increment(1);
-                tracing::error!(destination = %row.destination, event = %row.event_id, attempts, reason = %reason, "delivery dead-lettered; inspect and re-send it");
-                let _ = self.settle_tx.send(Settle::Dead {
+                metrics::counter!(m::DELIVERIES, "destination" => name.clone(), "outcome" => "dead").increment(1);
+                tracing::error!(destination = %name, event = %event, attempts, reason = %reason, "delivery dead-lettered; inspect and re-send it");
+                let _ = self.settle_tx.send(SettleMsg::Outcome(Settle::Dead {
                     seq,
                     attempts,
                     reason,
                     now_ms: now,
-                });
-                self.finish(seq);
+                }));
+                self.dead[p.dest] += 1;
+                self.finished(seq);
             }
         }
     }
 
-    /// Removes a settled head row and makes the next row of its chain eligible.
-    fn finish(&mut self, seq: u64) {
-        let Some(row) = self.rows.remove(&seq) else {
-            return;
-        };
-        let key = chain_key(&row);
-        let Some(chain) = self.chains.get_mut(&key) else {
-            return;
-        };
-        chain.pop_front();
-        match chain.front().and_then(|next| self.rows.get(next)) {
-            Some(next) => {
-                if let Some(d) = self.dests.get_mut(&row.destination) {
-                    d.ready.push(Reverse((next.due_ms, next.seq)));
-                }
-            }
-            None => {
-                self.chains.remove(&key);
-            }
+    fn finished(&mut self, seq: u64) {
+        self.queue.finish(seq);
+        if let Some(r) = &mut self.reconciling {
+            r.finished.insert(seq);
         }
+    }
+
+    fn inflight_total(&self) -> usize {
+        self.inflight.iter().sum()
     }
 
     /// Runs until `shutdown`, then lets in-flight attempts finish for at most `drain`; rows
     /// still in flight after that stay pending in the store.
     pub async fn run(
         mut self,
-        mut incoming: RowReceiver,
-        mut commands: mpsc::UnboundedReceiver<DispatchCmd>,
+        incoming: &mut RowReceiver,
+        commands: &mut mpsc::UnboundedReceiver<DispatchCmd>,
         shutdown: CancellationToken,
         drain: Duration,
     ) {
+        let mut gauges = tokio::time::interval(GAUGES_EVERY);
         loop {
             let next = self.dispatch_due(now_ms());
             let sleep = next
@@ -322,14 +438,27 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some((seq, outcome)) = self.done_rx.recv() => {
-                    self.complete(seq, outcome, now_ms());
-                    while let Ok((seq, outcome)) = self.done_rx.try_recv() {
-                        self.complete(seq, outcome, now_ms());
+                Some(done) = self.done_rx.recv() => {
+                    self.complete(done, now_ms());
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.complete(done, now_ms());
                     }
                 }
-                Some(rows) = incoming.recv() => rows.into_iter().for_each(|r| self.add(r)),
+                Some(rows) = incoming.recv() => rows.iter().for_each(|r| self.add(r)),
                 Some(cmd) = commands.recv() => self.command(cmd),
+                stored = snapshot(&mut self.reconciling) => {
+                    // Rows the writer handed over before answering are already in `incoming`.
+                    while let Ok(rows) = incoming.try_recv() {
+                        rows.iter().for_each(|r| self.add(r));
+                    }
+                    if let Some(r) = self.reconciling.take() {
+                        match stored {
+                            Ok(rows) => self.finish_reconcile(r, rows),
+                            Err(e) => tracing::warn!(error = %e, "reconcile could not read the outbox"),
+                        }
+                    }
+                }
+                _ = gauges.tick() => self.gauges(now_ms()),
                 _ = sleep_until(sleep) => {}
             }
             while self.tasks.try_join_next().is_some() {}
@@ -339,16 +468,25 @@ impl Dispatcher {
 
     async fn drain(&mut self, drain: Duration) {
         let deadline = Instant::now() + drain;
-        while self.inflight() > 0 {
+        while self.inflight_total() > 0 {
             tokio::select! {
-                Some((seq, outcome)) = self.done_rx.recv() => self.complete(seq, outcome, now_ms()),
+                Some(done) = self.done_rx.recv() => self.complete(done, now_ms()),
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(inflight = self.inflight(), "drain deadline reached; unfinished deliveries stay pending");
+                    tracing::warn!(inflight = self.inflight_total(), "drain deadline reached; unfinished deliveries stay pending");
                     break;
                 }
             }
         }
         self.tasks.abort_all();
+    }
+}
+
+async fn snapshot(r: &mut Option<Reconciling>) -> Result<Vec<OutboxRow>, StoreError> {
+    match r {
+        Some(r) => (&mut r.snapshot)
+            .await
+            .unwrap_or(Err(StoreError::WriterGone)),
+        None => std::future::pending().await,
     }
 }
 
@@ -359,15 +497,30 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Writes settlements in order, folding whatever is queued into one store call.
-pub async fn settle_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Settle>) {
+/// Writes settlements in order, folding whatever is queued into one store call; a snapshot
+/// request is answered after everything queued before it is committed.
+pub async fn settle_loop(store: Store, mut rx: mpsc::UnboundedReceiver<SettleMsg>) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(s) = rx.try_recv() {
-            batch.push(s);
+        let mut batch = Vec::new();
+        let mut snapshot = None;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                SettleMsg::Outcome(s) => batch.push(s),
+                SettleMsg::Snapshot(reply) => {
+                    snapshot = Some(reply);
+                    break;
+                }
+            }
+            next = rx.try_recv().ok();
         }
-        if let Err(e) = store.settle(batch).await {
+        if !batch.is_empty()
+            && let Err(e) = store.settle(batch).await
+        {
             tracing::error!(error = %e, "cannot record delivery outcomes; affected events will be sent again after a restart");
+        }
+        if let Some(reply) = snapshot {
+            let _ = reply.send(store.snapshot().await);
         }
     }
 }

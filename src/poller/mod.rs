@@ -17,7 +17,6 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::Source;
-use crate::delivery::RowSender;
 use crate::diff::ChangeKind;
 use crate::extract::{ExtractError, RawIndex};
 pub use crate::http::error_chain;
@@ -68,12 +67,26 @@ pub struct PollContext {
     pub store: Store,
     /// Upstream HTTP client.
     pub client: reqwest::Client,
-    /// Where committed rows go.
-    pub rows: RowSender,
     /// Where each source reports its status.
     pub registry: Arc<Registry>,
     /// Per-host budgets and upstream signals.
     pub limits: Arc<Limits>,
+}
+
+/// How far a fetch got.
+enum Step {
+    /// The poll is over (304).
+    Done(PollOutcome),
+    /// A body to process.
+    Body(Body),
+}
+
+/// A fetched snapshot.
+struct Body {
+    body: Vec<u8>,
+    validators: Validators,
+    /// The page cache of this run, installed only if the poll succeeds.
+    pages: Option<paginate::PageCache>,
 }
 
 /// One source's runtime state.
@@ -109,45 +122,87 @@ impl Poller {
         })
     }
 
-    /// Polls once: fetch, extract, diff, commit, hand off.
+    /// Polls once: fetch, extract, diff, commit. Every step that fails leaves the stored state,
+    /// the in-memory copy and the page cache as they were.
     pub async fn poll(&mut self, ctx: &PollContext) -> Result<PollOutcome, PollError> {
-        let settings = self.settings.clone();
         // Validators stand for the stored state only when it was computed with these settings.
         let current = self.snapshot.meta.initialized
-            && self.snapshot.meta.fingerprint.as_deref() == Some(settings.as_str());
-        let sent = match current {
-            true => Validators {
-                etag: self.snapshot.meta.etag.clone(),
-                last_modified: self.snapshot.meta.last_modified.clone(),
-            },
-            false => Validators::default(),
+            && self.snapshot.meta.fingerprint.as_deref() == Some(self.settings.as_str());
+        let fetched = match self.fetch(ctx, current).await? {
+            Step::Done(outcome) => return Ok(outcome),
+            Step::Body(f) => f,
         };
-        let (body, validators) = match &self.source.paginate {
-            // Pages carry their own validators (in memory); the snapshot's stay empty.
-            Some(p) => {
-                let pages = paginate::fetch_pages(
-                    &ctx.client,
-                    &self.source,
-                    p,
-                    &self.gate,
-                    &mut self.pages,
-                )
-                .await?;
-                if pages.all_not_modified && current {
-                    return Ok(PollOutcome::NotModified);
-                }
-                (pages.body, Validators::default())
-            }
-            None => match fetch_if(&ctx.client, &self.source.request, &sent, &self.gate).await? {
-                Fetched::NotModified => return Ok(PollOutcome::NotModified),
-                Fetched::Body(body, validators) => (body, validators),
-            },
-        };
-        let fingerprint = body_fingerprint(&settings, &body);
+        let fingerprint = body_fingerprint(&self.settings, &fetched.body);
         if self.snapshot.meta.initialized && self.last_body == Some(fingerprint) {
-            self.keep_validators(ctx, &validators).await?;
+            self.keep_validators(ctx, &fetched.validators).await?;
+            self.install_pages(fetched.pages);
             return Ok(PollOutcome::Unchanged);
         }
+        let mut ex = self.extract(current, fetched.body).await?;
+        match self.snapshot.meta.pass_guard {
+            Some(pass) => ex.discard = pass == GuardPass::Discard,
+            None => {
+                if let Some(reason) = flood(&self.source, &ex, self.live_items()) {
+                    self.hold(ctx, reason.clone()).await?;
+                    return Ok(PollOutcome::Held(reason));
+                }
+            }
+        }
+        if ex.diff.is_empty() && !ex.baseline && !ex.discard {
+            self.keep_validators(ctx, &fetched.validators).await?;
+            self.last_body = Some(fingerprint);
+            update_index(&mut self.known, &ex);
+            self.install_pages(fetched.pages);
+            return Ok(PollOutcome::Unchanged);
+        }
+        let events = self.commit(ctx, ex, fetched.validators).await?;
+        self.last_body = Some(fingerprint);
+        self.install_pages(fetched.pages);
+        Ok(PollOutcome::Changed(events))
+    }
+
+    /// Fetches the source (every page of it when paginated); a 304 (every page 304) ends the
+    /// poll here.
+    async fn fetch(&mut self, ctx: &PollContext, current: bool) -> Result<Step, PollError> {
+        let Some(p) = &self.source.paginate else {
+            let sent = match current {
+                true => Validators {
+                    etag: self.snapshot.meta.etag.clone(),
+                    last_modified: self.snapshot.meta.last_modified.clone(),
+                },
+                false => Validators::default(),
+            };
+            return Ok(
+                match fetch_if(&ctx.client, &self.source.request, &sent, &self.gate).await? {
+                    Fetched::NotModified => Step::Done(PollOutcome::NotModified),
+                    Fetched::Body(body, validators) => Step::Body(Body {
+                        body,
+                        validators,
+                        pages: None,
+                    }),
+                },
+            );
+        };
+        // Pages carry their own validators (in memory); the snapshot's stay empty.
+        let pages =
+            paginate::fetch_pages(&ctx.client, &self.source, p, &self.gate, &self.pages).await?;
+        if pages.all_not_modified && current {
+            self.pages = pages.cache;
+            return Ok(Step::Done(PollOutcome::NotModified));
+        }
+        Ok(Step::Body(Body {
+            body: pages.body,
+            validators: Validators::default(),
+            pages: Some(pages.cache),
+        }))
+    }
+
+    /// Extracts and diffs `body` on a blocking thread (CPU work off the tokio workers).
+    async fn extract(
+        &mut self,
+        current: bool,
+        body: Vec<u8>,
+    ) -> Result<process::Extracted, PollError> {
         let source = self.source.clone();
         let snapshot = std::mem::take(&mut self.snapshot);
         let known = std::mem::take(&mut self.known);
@@ -159,29 +214,24 @@ impl Poller {
         .map_err(|e| StoreError::Backend(format!("extraction task failed: {e}")))?;
         self.snapshot = snapshot;
         self.known = known;
-        let mut ex = extracted?;
-        match self.snapshot.meta.pass_guard {
-            Some(pass) => ex.discard = pass == GuardPass::Discard,
-            None => {
-                if let Some(reason) = flood(&self.source, &ex, self.live_items()) {
-                    self.hold(ctx, reason.clone()).await?;
-                    return Ok(PollOutcome::Held(reason));
-                }
-            }
-        }
-        if ex.diff.is_empty() && !ex.baseline && !ex.discard {
-            self.keep_validators(ctx, &validators).await?;
-            self.last_body = Some(fingerprint);
-            update_index(&mut self.known, &ex);
-            return Ok(PollOutcome::Unchanged);
-        }
+        Ok(extracted?)
+    }
+
+    /// Commits the new state and its events in one transaction, then updates the in-memory
+    /// copy; returns how many events were queued.
+    async fn commit(
+        &mut self,
+        ctx: &PollContext,
+        ex: process::Extracted,
+        validators: Validators,
+    ) -> Result<usize, PollError> {
         let previous = ctx
             .store
             .backend()
             .item_data(&self.source.name, &previous_keys(&self.source, &ex))?;
         let meta = SourceMeta {
             initialized: true,
-            fingerprint: Some(settings),
+            fingerprint: Some(self.settings.clone()),
             paused: self.snapshot.meta.paused.clone(),
             held: false,
             // A pass through the flood guard is used up by this commit.
@@ -191,7 +241,8 @@ impl Poller {
         };
         let commit = build_commit(&self.source, meta, &ex, &previous, Utc::now())?;
         let (events, meta) = (commit.events.len(), commit.meta.clone());
-        let rows = ctx.store.commit_poll(commit).await?;
+        // The writer hands the committed rows to the dispatcher itself.
+        ctx.store.commit_poll(commit).await?;
         for change in &ex.diff.changes {
             let kind = match change.kind {
                 ChangeKind::Created => "created",
@@ -209,11 +260,14 @@ impl Poller {
             self.snapshot.items.insert(key, state);
         }
         self.snapshot.meta = meta;
-        self.last_body = Some(fingerprint);
-        if !rows.is_empty() {
-            let _ = ctx.rows.send(rows);
+        Ok(events)
+    }
+
+    /// Keeps a successful run's page validators for the next run.
+    fn install_pages(&mut self, pages: Option<paginate::PageCache>) {
+        if let Some(pages) = pages {
+            self.pages = pages;
         }
-        Ok(PollOutcome::Changed(events))
     }
 
     /// Stores new validators for an unchanged state (an upstream may rotate its ETag without a

@@ -33,6 +33,9 @@ pub struct Pages {
     pub body: Vec<u8>,
     /// Whether every page answered 304 (the snapshot is unchanged).
     pub all_not_modified: bool,
+    /// This run's pages, to replace the cache once the poll has succeeded (a failed or held
+    /// poll keeps the old cache, so the next run is not answered 304 for a state never stored).
+    pub cache: PageCache,
 }
 
 /// Fetches every page of `source` and merges their items. With conditional requests on, each
@@ -42,8 +45,9 @@ pub async fn fetch_pages(
     source: &Source,
     paginate: &Paginate,
     gate: &Gate,
-    cache: &mut PageCache,
+    cache: &PageCache,
 ) -> Result<Pages, PollError> {
+    let mut fresh = PageCache::new();
     let mut url = source.request.url.clone();
     if let Paginate::Page { param, start } = paginate {
         url = with_param(&url, param, &start.to_string());
@@ -61,6 +65,7 @@ pub async fn fetch_pages(
         }
         let page = fetch_page(client, source, paginate, gate, cache, &url, fetched_pages).await?;
         all_not_modified &= page.1;
+        fresh.insert(url.to_string(), page.0.clone());
         for raw in &page.0.items {
             if count > 0 {
                 merged.push(',');
@@ -81,11 +86,11 @@ pub async fn fetch_pages(
         }
         url = next;
     }
-    cache.retain(|k, _| seen.contains(k));
     merged.push(']');
     Ok(Pages {
         body: merged.into_bytes(),
         all_not_modified,
+        cache: fresh,
     })
 }
 
@@ -95,7 +100,7 @@ async fn fetch_page(
     source: &Source,
     paginate: &Paginate,
     gate: &Gate,
-    cache: &mut PageCache,
+    cache: &PageCache,
     url: &Url,
     number: usize,
 ) -> Result<(CachedPage, bool), PollError> {
@@ -138,7 +143,6 @@ async fn fetch_page(
         items,
         next,
     };
-    cache.insert(url.to_string(), page.clone());
     Ok((page, false))
 }
 

@@ -66,6 +66,17 @@ pub fn encode_row(row: &OutboxRow) -> Vec<u8> {
 
 /// Inverse of [`encode_row`].
 pub fn decode_row(bytes: &[u8]) -> Result<OutboxRow, StoreError> {
+    let (mut row, end) = decode_parts(bytes)?;
+    row.body = Arc::from(&bytes[end..]);
+    Ok(row)
+}
+
+/// [`decode_row`] without copying the body (left empty).
+pub fn decode_header(bytes: &[u8]) -> Result<OutboxRow, StoreError> {
+    decode_parts(bytes).map(|(row, _)| row)
+}
+
+fn decode_parts(bytes: &[u8]) -> Result<(OutboxRow, usize), StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
         what: "outbox",
         detail,
@@ -78,9 +89,8 @@ pub fn decode_row(bytes: &[u8]) -> Result<OutboxRow, StoreError> {
     let header = bytes
         .get(4..end)
         .ok_or_else(|| corrupt("truncated header".into()))?;
-    let mut row: OutboxRow = serde_json::from_slice(header).map_err(|e| corrupt(e.to_string()))?;
-    row.body = Arc::from(&bytes[end..]);
-    Ok(row)
+    let row: OutboxRow = serde_json::from_slice(header).map_err(|e| corrupt(e.to_string()))?;
+    Ok((row, end))
 }
 
 #[cfg(test)]

@@ -28,6 +28,17 @@ use crate::diff::ItemState;
 pub use self::redb::RedbBackend;
 pub use writer::Store;
 
+/// `rows` without their bodies (the dispatcher reads a body from the store when it sends).
+pub fn headers_only(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+    let empty: Arc<[u8]> = Arc::from(&[][..]);
+    rows.into_iter()
+        .map(|r| OutboxRow {
+            body: empty.clone(),
+            ..r
+        })
+        .collect()
+}
+
 /// Storage failures. The message says what failed; the operator's action is in the log line.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,11 +247,34 @@ pub enum WriteOp {
     },
 }
 
+/// A dead letter that was not revived because its item has a newer revision (per-item order:
+/// the receiver has, or will get, a newer state of that item).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Superseded {
+    /// Dead letter seq.
+    pub seq: u64,
+    /// Its revision.
+    pub revision: u64,
+    /// The item's current revision.
+    pub current: u64,
+}
+
+/// Where the writer hands every committed outbox row (the dispatcher), whatever becomes of the
+/// caller that asked for the commit.
+pub type RowSink = tokio::sync::mpsc::UnboundedSender<Vec<OutboxRow>>;
+
 /// What a [`WriteOp`] produced.
 #[derive(Debug)]
 pub enum WriteResult {
-    /// The outbox rows a poll created, or the rows revived from the dead letters.
+    /// The outbox rows a poll created.
     Rows(Vec<OutboxRow>),
+    /// Dead letters moved back to the outbox, and those left dead as superseded.
+    Revived {
+        /// Revived rows.
+        rows: Vec<OutboxRow>,
+        /// Left dead.
+        superseded: Vec<Superseded>,
+    },
     /// Settlements or metadata applied.
     Settled,
     /// Rows deleted.
@@ -262,12 +296,17 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<HashMap<String, Vec<u8>>, StoreError>;
     /// Every pending outbox row, in `seq` order.
     fn pending(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Every pending outbox row without its body, in `seq` order (what the dispatcher keeps).
+    fn pending_headers(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// One pending outbox row with its body, if it is still pending.
+    fn outbox_row(&self, seq: u64) -> Result<Option<OutboxRow>, StoreError>;
     /// Every dead letter, in `seq` order.
     fn dead(&self) -> Result<Vec<OutboxRow>, StoreError>;
 }
 
-/// Opens the default engine (redb) at `path` and starts its writer.
-pub fn open(path: &Path) -> Result<Store, StoreError> {
+/// Opens the default engine (redb) at `path` and starts its writer, which hands committed
+/// outbox rows to `sink`.
+pub fn open(path: &Path, sink: Option<RowSink>) -> Result<Store, StoreError> {
     let backend = RedbBackend::open(path)?;
-    Ok(Store::start(Arc::new(backend)))
+    Ok(Store::start(Arc::new(backend), sink))
 }

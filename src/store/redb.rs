@@ -8,10 +8,10 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::codec::{decode_item, decode_row, encode_item, encode_row};
+use super::codec::{decode_header, decode_item, decode_row, encode_item, encode_row};
 use super::{
-    Backend, OutboxRow, PollCommit, Settle, SourceMeta, SourceSnapshot, StoreError, WriteOp,
-    WriteResult,
+    Backend, OutboxRow, PollCommit, Settle, SourceMeta, SourceSnapshot, StoreError, Superseded,
+    WriteOp, WriteResult,
 };
 
 /// Schema version this build writes. Bump it with a migration in [`RedbBackend::open`].
@@ -173,13 +173,18 @@ impl RedbBackend {
 }
 
 impl RedbBackend {
+    /// Moves dead letters back to the outbox, due now with a fresh attempt count, unless the
+    /// item has a newer revision: reviving it would send an older state after a newer one
+    /// (invariant 4), so it stays dead and is reported as superseded.
     fn revive(
         txn: &WriteTransaction,
         seqs: Option<&[u64]>,
         now_ms: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    ) -> Result<WriteResult, StoreError> {
         let mut dead = txn.open_table(DEAD).map_err(be)?;
         let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
+        let items = txn.open_table(ITEMS).map_err(be)?;
+        let mut superseded = Vec::new();
         let wanted: Vec<u64> = match seqs {
             Some(list) => list.to_vec(),
             None => read_rows(&dead)?.into_iter().map(|r| r.seq).collect(),
@@ -189,6 +194,21 @@ impl RedbBackend {
             let Some(mut row) = read_row(&dead, seq)? else {
                 continue;
             };
+            let current = match items
+                .get((row.source.as_str(), row.key.as_str()))
+                .map_err(be)?
+            {
+                Some(v) => decode_item(v.value())?.revision,
+                None => row.revision,
+            };
+            if current > row.revision {
+                superseded.push(Superseded {
+                    seq,
+                    revision: row.revision,
+                    current,
+                });
+                continue;
+            }
             dead.remove(seq).map_err(be)?;
             row.attempts = 0;
             row.due_ms = now_ms;
@@ -199,7 +219,7 @@ impl RedbBackend {
                 .map_err(be)?;
             rows.push(row);
         }
-        Ok(rows)
+        Ok(WriteResult::Revived { rows, superseded })
     }
 
     fn purge(txn: &WriteTransaction, before_ms: Option<i64>) -> Result<usize, StoreError> {
@@ -261,7 +281,7 @@ impl Backend for RedbBackend {
                         WriteResult::Settled
                     }
                     WriteOp::Revive { seqs, now_ms } => {
-                        WriteResult::Rows(Self::revive(&txn, seqs.as_deref(), *now_ms)?)
+                        Self::revive(&txn, seqs.as_deref(), *now_ms)?
                     }
                     WriteOp::PurgeDead { before_ms } => {
                         WriteResult::Count(Self::purge(&txn, *before_ms)?)
@@ -320,6 +340,22 @@ impl Backend for RedbBackend {
     fn pending(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
         read_rows(&txn.open_table(OUTBOX).map_err(be)?)
+    }
+
+    fn pending_headers(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(OUTBOX).map_err(be)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(be)? {
+            let (_, v) = entry.map_err(be)?;
+            out.push(decode_header(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn outbox_row(&self, seq: u64) -> Result<Option<OutboxRow>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        read_row(&txn.open_table(OUTBOX).map_err(be)?, seq)
     }
 
     fn dead(&self) -> Result<Vec<OutboxRow>, StoreError> {

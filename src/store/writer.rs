@@ -12,13 +12,21 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
-use super::{Backend, OutboxRow, PollCommit, Settle, SourceMeta, StoreError, WriteOp, WriteResult};
+use super::{
+    Backend, OutboxRow, PollCommit, RowSink, Settle, SourceMeta, StoreError, Superseded, WriteOp,
+    WriteResult, headers_only,
+};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
 
 enum Job {
     Write(WriteOp, oneshot::Sender<Result<WriteResult, StoreError>>),
+    /// Answers once every write queued before it is committed, with the pending rows (headers
+    /// only) as they stand then.
+    Snapshot(oneshot::Sender<Result<Vec<OutboxRow>, StoreError>>),
+    /// Answers once every write queued before it is committed (or failed).
+    Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
 
@@ -36,14 +44,14 @@ const UNHEALTHY_AFTER: u32 = 3;
 
 impl Store {
     /// Starts the writer thread for `backend`.
-    pub fn start(backend: Arc<dyn Backend>) -> Store {
+    pub fn start(backend: Arc<dyn Backend>, sink: Option<RowSink>) -> Store {
         let (tx, rx) = mpsc::channel();
         let writer_backend = backend.clone();
         let panics = Arc::new(AtomicU32::new(0));
         let writer_panics = panics.clone();
         thread::Builder::new()
             .name("pollhook-writer".into())
-            .spawn(move || run_writer(writer_backend, rx, writer_panics))
+            .spawn(move || run_writer(writer_backend, rx, writer_panics, sink))
             // Spawning a thread fails only when the OS is out of threads; nothing can run then.
             .expect("cannot spawn the state writer thread");
         Store {
@@ -71,7 +79,28 @@ impl Store {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Commits a poll's state and events; returns the outbox rows once they are durable.
+    /// Waits until every write queued before this call is committed (or failed); returns the
+    /// pending rows, headers only, as they stand then.
+    pub async fn snapshot(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Snapshot(reply))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Waits until every write queued before this call is committed (or failed): a source
+    /// restarted after this reads the state its previous task committed, never an older one.
+    pub async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job::Flush(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Commits a poll's state and events; returns the outbox rows once they are durable. The
+    /// writer also hands them to the dispatcher itself, so they reach it even when this future
+    /// is dropped before the commit lands.
     pub async fn commit_poll(&self, commit: PollCommit) -> Result<Vec<OutboxRow>, StoreError> {
         match self.write(WriteOp::Poll(commit)).await? {
             WriteResult::Rows(rows) => Ok(rows),
@@ -89,15 +118,16 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Moves dead letters (all when `seqs` is `None`) back to the outbox; returns the rows.
+    /// Moves dead letters (all when `seqs` is `None`) back to the outbox, except superseded
+    /// ones; returns both. The writer hands the revived rows to the dispatcher.
     pub async fn revive(
         &self,
         seqs: Option<Vec<u64>>,
         now_ms: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    ) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
         match self.write(WriteOp::Revive { seqs, now_ms }).await? {
-            WriteResult::Rows(rows) => Ok(rows),
-            _ => Ok(Vec::new()),
+            WriteResult::Revived { rows, superseded } => Ok((rows, superseded)),
+            _ => Ok((Vec::new(), Vec::new())),
         }
     }
 
@@ -124,17 +154,31 @@ impl Store {
     }
 }
 
-fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>, panics: Arc<AtomicU32>) {
+fn run_writer(
+    backend: Arc<dyn Backend>,
+    rx: mpsc::Receiver<Job>,
+    panics: Arc<AtomicU32>,
+    sink: Option<RowSink>,
+) {
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::new();
         let mut replies = Vec::new();
         let mut close = None;
+        let mut snapshot = None;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Write(op, reply) => {
                     ops.push(op);
                     replies.push(reply);
+                }
+                Job::Snapshot(reply) => {
+                    snapshot = Some(Ok(reply));
+                    break;
+                }
+                Job::Flush(reply) => {
+                    snapshot = Some(Err(reply));
+                    break;
                 }
                 Job::Close(reply) => {
                     close = Some(reply);
@@ -146,7 +190,16 @@ fn run_writer(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Job>, panics: Arc<At
             }
         }
         if !ops.is_empty() {
-            commit_batch(backend.as_ref(), ops, replies, &panics);
+            commit_batch(backend.as_ref(), ops, replies, &panics, sink.as_ref());
+        }
+        match snapshot {
+            Some(Ok(reply)) => {
+                let _ = reply.send(backend.pending_headers());
+            }
+            Some(Err(reply)) => {
+                let _ = reply.send(());
+            }
+            None => {}
         }
         if let Some(reply) = close {
             drop(backend);
@@ -164,6 +217,7 @@ fn commit_batch(
     mut ops: Vec<WriteOp>,
     replies: Vec<oneshot::Sender<Result<WriteResult, StoreError>>>,
     panics: &AtomicU32,
+    sink: Option<&RowSink>,
 ) {
     let applied =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.apply(&mut ops)));
@@ -182,6 +236,9 @@ fn commit_batch(
     };
     match applied {
         Ok(results) => {
+            if let Some(sink) = sink {
+                hand_over(sink, &results);
+            }
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));
             }
@@ -192,5 +249,21 @@ fn commit_batch(
                 let _ = reply.send(Err(StoreError::Backend(e.to_string())));
             }
         }
+    }
+}
+
+/// Hands a committed batch's new outbox rows (poll events, revived dead letters) to the
+/// dispatcher, before any caller hears of the commit.
+fn hand_over(sink: &RowSink, results: &[WriteResult]) {
+    let rows: Vec<OutboxRow> = results
+        .iter()
+        .flat_map(|r| match r {
+            WriteResult::Rows(rows) | WriteResult::Revived { rows, .. } => rows.as_slice(),
+            _ => &[],
+        })
+        .cloned()
+        .collect();
+    if !rows.is_empty() {
+        let _ = sink.send(headers_only(rows));
     }
 }

@@ -16,4 +16,5 @@ mod ops;
 mod ordering;
 mod pagination;
 mod rate_limits;
+mod recovery;
 mod reload;
