@@ -235,7 +235,7 @@ async fn run(sources: usize, seconds: u64) {
     let cfg = dir.path().join("bridge.yaml");
     let conditional = std::env::var("LOAD_CONDITIONAL").as_deref() != Ok("0");
     std::fs::write(&cfg, config(sources, &up_url, &rx_url, conditional)).unwrap();
-    let child = support::spawn_daemon(&cfg);
+    let child = support::spawn_daemon(&cfg, "warn");
     let pid = child.id();
 
     // Warm-up: every source baselined (first poll within its phase, at most 1 s).

@@ -78,7 +78,7 @@ async fn run(target: usize) {
     let cfg = dir.path().join("bridge.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     let state = dir.path().join("state.redb");
-    let child = support::spawn_daemon(&cfg);
+    let child = support::spawn_daemon(&cfg, "warn");
     let size = || std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);

@@ -26,12 +26,12 @@ pub fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Starts the real `pollhook run -c config` (warnings only on stderr).
-pub fn spawn_daemon(config: &std::path::Path) -> std::process::Child {
+/// Starts the real `pollhook run -c config`, logging at `level` and above on stderr.
+pub fn spawn_daemon(config: &std::path::Path, level: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_pollhook"))
         .args(["run", "-c"])
         .arg(config)
-        .env("POLLHOOK_LOG", "warn")
+        .env("POLLHOOK_LOG", level)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start pollhook")

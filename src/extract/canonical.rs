@@ -30,12 +30,7 @@ fn encode_node(value: &Value, ignore: &[&[String]], out: &mut Vec<u8>) {
     match value {
         Value::Null => out.push(b'n'),
         Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
-        Value::Number(n) => {
-            // A number's text never contains ';', so the terminator is unambiguous.
-            out.push(b'#');
-            let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
-            out.push(b';');
-        }
+        Value::Number(n) => encode_number(n, out),
         Value::String(s) => encode_str(b's', s, out),
         Value::Array(list) => {
             out.push(b'[');
@@ -87,8 +82,67 @@ fn encode_child(token: &str, child: &Value, ignore: &[&[String]], out: &mut Vec<
     encode_node(child, &below, out);
 }
 
+/// Numbers are kept exactly as the upstream wrote them (`arbitrary_precision`). Integers that
+/// fit 64 bits, and decimals written in the shortest form of their `f64` (what nearly every
+/// serializer emits), keep the encoding hashes had before exact numbers, so stored hashes stay
+/// valid; any other text (30-digit ids, long decimals, exponents) is hashed verbatim under its
+/// own tag, so two numbers that differ only beyond `f64` precision never hash equal.
+fn encode_number(n: &serde_json::Number, out: &mut Vec<u8>) {
+    let text = n.to_string();
+    let legacy = if let Some(i) = n.as_i64() {
+        Some(i.to_string())
+    } else if let Some(u) = n.as_u64() {
+        Some(u.to_string())
+    } else {
+        n.as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map(|f| f.to_string())
+            .filter(|shortest| *shortest == text)
+    };
+    // A number's text never contains ';', so the terminator is unambiguous.
+    match legacy {
+        Some(t) => {
+            out.push(b'#');
+            out.extend_from_slice(t.as_bytes());
+        }
+        None => {
+            out.push(b'N');
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.push(b';');
+}
+
 fn encode_str(tag: u8, s: &str, out: &mut Vec<u8>) {
     out.push(tag);
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(text: &str) -> String {
+        let n: serde_json::Number = serde_json::from_str(text).unwrap();
+        let mut out = Vec::new();
+        encode_number(&n, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Integers and shortest-form decimals keep the encoding of stored hashes; any other text
+    /// is hashed verbatim, so numbers beyond f64 precision stay distinct.
+    #[test]
+    fn numbers_are_exact_and_keep_legacy_hashes() {
+        assert_eq!(enc("1"), "#1;");
+        assert_eq!(enc("-42"), "#-42;");
+        assert_eq!(enc("18446744073709551615"), "#18446744073709551615;");
+        assert_eq!(enc("0.1"), "#0.1;");
+        assert_eq!(enc("1e2"), "N1e+2;");
+        assert_eq!(
+            enc("123456789012345678901234567890"),
+            "N123456789012345678901234567890;"
+        );
+        assert_ne!(enc("0.10000000000000000001"), enc("0.10000000000000000002"));
+    }
 }

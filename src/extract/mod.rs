@@ -12,6 +12,7 @@
 mod canonical;
 mod index;
 mod locate;
+mod strict;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,6 +20,7 @@ use std::fmt;
 use serde_json::Value;
 
 pub use index::{RawHash, RawIndex, raw_hash};
+use strict::parse_strict;
 
 /// An RFC 6901 JSON Pointer, parsed once at config time.
 #[derive(Clone, PartialEq, Eq)]
@@ -166,6 +168,14 @@ pub enum ExtractError {
         /// JSON type found.
         found: &'static str,
     },
+    /// An object inside an item has the same key twice (JSON parsers disagree on which wins).
+    #[error("item {index} has the object key {key:?} twice; refusing to guess which value counts")]
+    DuplicateObjectKey {
+        /// Index of the item (0 in document mode).
+        index: usize,
+        /// The repeated object key.
+        key: String,
+    },
     /// Two items share a key.
     #[error("duplicate key {key:?} in the response (key pointer {pointer:?} must be unique)")]
     DuplicateKey {
@@ -218,7 +228,7 @@ pub fn extract_with(
     index: &RawIndex,
 ) -> Result<Extraction, ExtractError> {
     if spec.mode == Mode::Document {
-        let data: Value = serde_json::from_slice(body).map_err(ExtractError::Json)?;
+        let data = parse_strict(body, 0)?;
         let item = Item {
             key: String::new(),
             version: None,
@@ -243,7 +253,7 @@ pub fn extract_with(
             out.known.push(hash);
             continue;
         }
-        let data: Value = serde_json::from_str(raw.get()).map_err(ExtractError::Json)?;
+        let data = parse_strict(raw.get().as_bytes(), position)?;
         let key = item_key(spec, &data, position)?;
         let version = spec
             .version
@@ -356,6 +366,26 @@ mod tests {
             version: Some(Pointer::parse("/v").unwrap()),
             ignore: ignore.iter().map(|p| Pointer::parse(p).unwrap()).collect(),
         }
+    }
+
+    /// 30-digit ids are distinct keys and `data` keeps the upstream's digits; a duplicate
+    /// object key inside an item is an error naming it.
+    #[test]
+    fn big_ids_are_exact_and_duplicate_object_keys_fail() {
+        let body = br#"{"data":[{"id":123456789012345678901234567890},{"id":123456789012345678901234567891}]}"#;
+        let items = extract(&spec(&[]), body).unwrap();
+        assert_eq!(items[0].key, "123456789012345678901234567890");
+        assert_eq!(items[1].key, "123456789012345678901234567891");
+        assert_eq!(
+            items[1].data.to_string(),
+            r#"{"id":123456789012345678901234567891}"#
+        );
+        let e = extract(
+            &spec(&[]),
+            br#"{"data":[{"id":1,"state":"open","state":"closed"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"state\" twice"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,10 @@ const ITEM_DATA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("it
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 
+/// redb's page cache. Its default (1 GiB) lets RSS grow with the outbox while a receiver is
+/// down; pages beyond this are re-read from the OS page cache, which costs microseconds.
+pub const CACHE_BYTES: usize = 16 << 20;
+
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_SEQ: &str = "next_seq";
 
@@ -44,13 +48,16 @@ impl RedbBackend {
                 StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let db = Database::create(path).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot open {}: {}",
-                path.display(),
-                redb::Error::from(e)
-            ))
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot open {}: {}",
+                    path.display(),
+                    redb::Error::from(e)
+                ))
+            })?;
         let txn = db.begin_write().map_err(be)?;
         {
             let mut meta = txn.open_table(META).map_err(be)?;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::helpers::script::{Scripted, r};
 use crate::helpers::upstream::{Reply, Upstream};
-use crate::helpers::{SECRET, binary, simple_yaml, terminate};
+use crate::helpers::{KillOnDrop, SECRET, binary, simple_yaml, terminate};
 
 fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (i32, String) {
     let mut child = Command::new(binary())
@@ -174,16 +174,6 @@ async fn poll_failures_are_logged_with_the_source() {
         found.unwrap_err().join("\n")
     );
     terminate(&mut child.0);
-}
-
-/// Kills the child (SIGKILL) when dropped, so a failing test leaves no daemon behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Streams a child's stderr lines from a reader thread.

@@ -15,7 +15,9 @@ use axum::routing::any;
 use serde_json::{Value, json};
 
 use crate::helpers::upstream::{Reply, Upstream};
-use crate::helpers::{SECRET, admin, binary, events, free_port, receiver, terminate, wait_until};
+use crate::helpers::{
+    KillOnDrop, SECRET, admin, binary, events, free_port, receiver, terminate, wait_until,
+};
 
 /// Serves `app` on `ip`:0; returns its base URL.
 async fn serve_on(ip: &str, app: Router) -> String {
@@ -102,6 +104,16 @@ async fn hostile(n: u8, behaviour: &'static str, elsewhere: String) -> String {
                         let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
                         ([("content-type", "application/json")], body).into_response()
                     }
+                    "bigint" => with_headers(
+                        200,
+                        &[("content-type", "application/json")],
+                        "[{\"id\":123456789012345678901234567890},{\"id\":123456789012345678901234567891}]",
+                    ),
+                    "dupkey" => with_headers(
+                        200,
+                        &[("content-type", "application/json")],
+                        "[{\"id\":1,\"state\":\"open\",\"state\":\"closed\"}]",
+                    ),
                     other => panic!("unknown behaviour {other}"),
                 }
             }
@@ -110,7 +122,7 @@ async fn hostile(n: u8, behaviour: &'static str, elsewhere: String) -> String {
     serve_on(&ip, app).await
 }
 
-const HOSTILE: [&str; 10] = [
+const HOSTILE: [&str; 12] = [
     "retry-after",
     "reset",
     "ietf",
@@ -121,14 +133,20 @@ const HOSTILE: [&str; 10] = [
     "loop",
     "elsewhere",
     "deep",
+    "bigint",
+    "dupkey",
 ];
 
+/// Hostile sources that must poll successfully all the same.
+const SUCCEEDS: [&str; 2] = ["poll-interval", "bigint"];
+
 /// Huge waits, garbage, a 100 MB body, a slow-loris body, a redirect loop, a redirect to another
-/// host and 100,000-deep nesting, each from a host of its own: no panic, each hostile source
+/// host, 100,000-deep nesting, 30-digit ids and duplicate object keys, each from a host of its own: no panic, each hostile source
 /// shows its error, no credential reaches the other host, and the healthy source keeps ≥ 90 % of
 /// its schedule and delivers its changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_upstreams_fail_alone() {
+    pollhook::http::install_crypto();
     let seen: Seen = Arc::default();
     let thief = serve_on(
         "127.0.0.99",
@@ -184,7 +202,7 @@ sources:
     )
     .unwrap();
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(binary())
+    let child = Command::new(binary())
         .args(["run", "-c"])
         .arg(&path)
         .env("SECRET", SECRET)
@@ -192,6 +210,7 @@ sources:
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
     let api = format!("http://127.0.0.1:{port}");
     wait_until(Duration::from_secs(15), "daemon ready", || async {
         reqwest::get(format!("{api}/readyz"))
@@ -214,7 +233,7 @@ sources:
     .await;
     let (_, body) = admin("GET", &format!("{api}/v1/sources"), None).await;
     let (status, ready) = admin("GET", &format!("{api}/readyz"), None).await;
-    terminate(&mut child);
+    terminate(&mut child.0);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(!stderr.contains("panicked"), "a task panicked:\n{stderr}");
     assert_eq!(status, 200, "not ready: {ready}");
@@ -232,14 +251,24 @@ sources:
             .cloned()
             .unwrap_or_else(|| panic!("no status for {name}: {body}"))
     };
-    for name in HOSTILE.iter().filter(|n| **n != "poll-interval") {
+    for name in HOSTILE.iter().filter(|n| !SUCCEEDS.contains(n)) {
         let s = by_name(name);
         assert!(
             s["last_error"].is_string(),
             "{name} shows no error: {s}\nstderr:\n{stderr}"
         );
     }
-    assert!(by_name("poll-interval")["last_error"].is_null());
+    for name in SUCCEEDS {
+        assert!(by_name(name)["last_error"].is_null(), "{}", by_name(name));
+    }
+    assert_eq!(by_name("bigint")["items"], 2, "30-digit ids are two items");
+    assert!(
+        by_name("dupkey")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"state\" twice")),
+        "{}",
+        by_name("dupkey")
+    );
     assert!(
         seen.lock().unwrap().is_empty(),
         "the redirect target was contacted"

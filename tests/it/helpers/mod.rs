@@ -182,6 +182,16 @@ sources:
     )
 }
 
+/// Kills the child (SIGKILL) when dropped, so a failing test leaves no daemon behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends SIGTERM to a child through kill(1) and waits for it.
 pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     let _ = std::process::Command::new("kill")
