@@ -76,9 +76,27 @@ pub fn diff<'a, I>(
 where
     I: IntoIterator<Item = &'a str>,
 {
+    diff_above(stored, 0, items, unchanged, unchanged_keys, hash)
+}
+
+/// [`diff`] for a source whose pruned tombstones reached revision `floor`: an item with no
+/// stored state starts above it, so a key re-created after its tombstone was pruned never
+/// reuses a revision (nor, so, an event id).
+pub fn diff_above<'a, I>(
+    stored: &HashMap<String, ItemState>,
+    floor: u64,
+    items: &'a [Item],
+    unchanged: usize,
+    unchanged_keys: impl FnOnce() -> I,
+    hash: &dyn Fn(&Item) -> ContentHash,
+) -> Diff
+where
+    I: IntoIterator<Item = &'a str>,
+{
     let mut out = Diff::default();
     for (index, item) in items.iter().enumerate() {
-        if let Some(change) = compare(stored.get(&item.key), item, index, hash, &mut out.silent) {
+        let old = stored.get(&item.key);
+        if let Some(change) = compare(old, floor, item, index, hash, &mut out.silent) {
             out.changes.push(change);
         }
     }
@@ -102,13 +120,14 @@ where
 /// silent update.
 fn compare(
     old: Option<&ItemState>,
+    floor: u64,
     item: &Item,
     index: usize,
     hash: &dyn Fn(&Item) -> ContentHash,
     silent: &mut Vec<(usize, ItemState)>,
 ) -> Option<Change> {
     let Some(old) = old.filter(|o| !o.deleted) else {
-        let revision = old.map_or(1, |o| o.revision + 1);
+        let revision = old.map_or(floor + 1, |o| o.revision + 1);
         return Some(created(item, index, revision, hash(item)));
     };
     if item.version.is_some() && item.version == old.version {
@@ -211,6 +230,15 @@ mod tests {
     fn state_of(items: &[Item]) -> HashMap<String, ItemState> {
         let d = diff(&HashMap::new(), items, 0, Vec::new, &h);
         d.changes.into_iter().map(|c| (c.key, c.state)).collect()
+    }
+
+    /// Above a floor (pruned tombstones), a key never seen starts at floor + 1.
+    #[test]
+    fn new_keys_start_above_the_floor() {
+        let h = |_: &Item| ContentHash([1; 32]);
+        let items = [item("9", None, json!({"a":1}))];
+        let d = diff_above(&HashMap::new(), 41, &items, 0, Vec::new, &h);
+        assert_eq!(d.changes[0].state.revision, 42);
     }
 
     #[test]

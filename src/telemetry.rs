@@ -38,6 +38,9 @@ pub const TASK_RESTARTS: &str = "pollhook_task_restarts_total";
 /// Stranded outbox rows found (and queued) by the periodic reconcile; should stay 0.
 pub const OUTBOX_STRANDED: &str = "pollhook_outbox_stranded_total";
 
+/// Rows pruned by retention, by `what` (tombstone, source).
+pub const PRUNED: &str = "pollhook_pruned_total";
+
 /// Histogram buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -89,6 +92,10 @@ fn describe() {
     describe_counter!(
         OUTBOX_STRANDED,
         "Stranded outbox rows found by the periodic reconcile"
+    );
+    describe_counter!(
+        PRUNED,
+        "Tombstones and removed sources pruned by tombstone_ttl"
     );
     describe_counter!(TASK_RESTARTS, "Supervised tasks restarted after a panic");
     describe_counter!(

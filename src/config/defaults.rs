@@ -38,3 +38,5 @@ pub(super) struct Defaults {
 pub const MAX_RETRY_STEP: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most redirect hops one upstream request follows.
 pub const MAX_REDIRECTS: usize = 5;
+/// Default `tombstone_ttl`.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     /// Dead letters older than this are purged automatically (default: kept until purged).
     pub dead_letter_max_age: Option<Str>,
+    /// How long tombstones and the state of removed sources are kept (default 30d).
+    pub tombstone_ttl: Option<Str>,
     /// Defaults applied to every source.
     pub defaults: Option<RawDefaults>,
     /// Shared budgets by `host[:port]` of source URLs.

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
-use super::defaults::{DEFAULT_JITTER, DEFAULT_MAX_BODY, DEFAULT_STATE, DEFAULT_TIMEOUT, Defaults};
+use super::defaults::{
+    DEFAULT_JITTER, DEFAULT_MAX_BODY, DEFAULT_STATE, DEFAULT_TIMEOUT, DEFAULT_TOMBSTONE_TTL,
+    Defaults,
+};
 use super::destination::destination;
 use super::raw::{RawAdmin, RawConfig, RawDefaults, RawHost};
 use super::source::source;
@@ -23,6 +26,10 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         .dead_letter_max_age
         .as_ref()
         .and_then(|v| ck.duration("dead_letter_max_age", v));
+    let tombstone_ttl = match &raw.tombstone_ttl {
+        Some(v) => ck.duration("tombstone_ttl", v),
+        None => Some(DEFAULT_TOMBSTONE_TTL),
+    };
     let state = match &raw.state {
         Some(s) => ck.text("state", s).map(|p| ck.path(&p)),
         None => Some(ck.path(DEFAULT_STATE)),
@@ -51,6 +58,7 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         state,
         admin,
         dead_letter_max_age,
+        tombstone_ttl: tombstone_ttl?,
         hosts,
         destinations,
         sources,

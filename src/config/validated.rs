@@ -24,6 +24,9 @@ pub struct Config {
     pub admin: Admin,
     /// Dead letters older than this are purged automatically.
     pub dead_letter_max_age: Option<std::time::Duration>,
+    /// Tombstones older than this, and the state of sources removed from the config for
+    /// longer, are pruned.
+    pub tombstone_ttl: std::time::Duration,
     /// Shared budgets by `host[:port]`.
     pub hosts: BTreeMap<String, HostLimits>,
     /// Receivers by name.

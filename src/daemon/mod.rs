@@ -30,8 +30,17 @@ use crate::store::{self, Store, StoreError};
 use sources::SourceSet;
 use supervise::supervised;
 
-/// How often expired dead letters are purged (when `dead_letter_max_age` is set).
+/// How often expired dead letters, tombstones and removed sources are purged, at most.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
+/// Housekeeping runs hourly, or at a quarter of the shortest retention (at least every second),
+/// so nothing outlives its retention by much.
+fn housekeeping_every(config: &Config) -> Duration {
+    let shortest = config
+        .dead_letter_max_age
+        .map_or(config.tombstone_ttl, |d| d.min(config.tombstone_ttl));
+    (shortest / 4).clamp(Duration::from_secs(1), HOUSEKEEPING_EVERY)
+}
 /// How often the dispatcher's queue is reconciled with the store's outbox.
 const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 /// How often the metrics recorder drains its histograms when nothing scrapes.
@@ -122,6 +131,9 @@ pub async fn run(
     for source in config.sources.values() {
         sources.start(source.clone())?;
     }
+    store
+        .mark_removed(config.sources.keys().cloned().collect(), now_ms())
+        .await?;
     registry.set_ready(true);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(sources = sources.len(), destinations = config.destinations.len(), state = %config.state.display(), "pollhook running");
@@ -300,7 +312,7 @@ impl Daemon {
             .map(|d| d / 2)
             .unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(watchdog);
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        let mut housekeeping = tokio::time::interval(housekeeping_every(&self.config));
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
         loop {
@@ -400,6 +412,10 @@ impl Daemon {
             .reconcile(&new.sources)
             .await
             .map_err(|e| vec![e.to_string()])?;
+        self.store
+            .mark_removed(new.sources.keys().cloned().collect(), now_ms())
+            .await
+            .map_err(|e| vec![e.to_string()])?;
         tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, "config reloaded");
         self.config = Config {
             admin: self.config.admin.clone(),
@@ -426,12 +442,44 @@ impl Daemon {
         }
     }
 
+    /// Prunes tombstones older than `tombstone_ttl`, one source per transaction, and the state
+    /// of sources missing from the config for longer than that.
+    async fn prune(&self) {
+        let now = now_ms();
+        let ttl = self.config.tombstone_ttl.as_millis();
+        let cut = now.saturating_sub(ttl.try_into().unwrap_or(i64::MAX));
+        let mut pruned = 0;
+        for name in self.config.sources.keys() {
+            match self.store.prune_tombstones(name, cut, now).await {
+                Ok(n) => pruned += n,
+                Err(e) => tracing::warn!(source = %name, error = %e, "cannot prune tombstones"),
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, "expired tombstones pruned");
+            metrics::counter!(crate::telemetry::PRUNED, "what" => "tombstone")
+                .increment(pruned as u64);
+        }
+        match self.store.drop_removed(cut).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    sources = n,
+                    "state of sources removed from the config pruned"
+                );
+                metrics::counter!(crate::telemetry::PRUNED, "what" => "source").increment(n as u64);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot prune removed sources"),
+        }
+    }
+
     /// Purges dead letters older than `dead_letter_max_age`.
     async fn housekeeping(&self) {
+        self.prune().await;
         let Some(max_age) = self.config.dead_letter_max_age else {
             return;
         };
-        let cut = now_ms() - max_age.as_millis() as i64;
+        let cut = now_ms().saturating_sub(max_age.as_millis().try_into().unwrap_or(i64::MAX));
         match self.store.purge_dead(Some(cut)).await {
             Ok(0) => {}
             Ok(n) => {

@@ -207,7 +207,14 @@ impl Poller {
         let snapshot = std::mem::take(&mut self.snapshot);
         let known = std::mem::take(&mut self.known);
         let (snapshot, known, extracted) = tokio::task::spawn_blocking(move || {
-            let ex = extract_and_diff(&source, !current, &snapshot.items, &known, &body);
+            let ex = extract_and_diff(
+                &source,
+                !current,
+                &snapshot.items,
+                snapshot.revision_floor,
+                &known,
+                &body,
+            );
             (snapshot, known, ex)
         })
         .await

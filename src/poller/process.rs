@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::{EmitSet, FirstPoll, Source};
-use crate::diff::{ChangeKind, Diff, ItemState, diff};
+use crate::diff::{ChangeKind, Diff, ItemState, diff_above};
 use crate::event::{EventType, Payload, changes, event_id, timestamp};
 use crate::extract::{ExtractError, Extraction, Item, Mode, RawIndex, extract_with};
 use crate::store::{ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
@@ -88,6 +88,7 @@ pub fn extract_and_diff(
     source: &Source,
     baseline: bool,
     stored: &HashMap<String, ItemState>,
+    floor: u64,
     index: &RawIndex,
     body: &[u8],
 ) -> Result<Extracted, ExtractError> {
@@ -103,8 +104,9 @@ pub fn extract_and_diff(
     let extraction = extract_with(spec, body, index)?;
     let known = extraction.known.len();
     let hash = |item: &Item| spec.hash(&item.data);
-    let diff = diff(
+    let diff = diff_above(
         stored,
+        floor,
         &extraction.items,
         known,
         || extraction.known_keys(index),

@@ -9,11 +9,14 @@ use crate::extract::ContentHash;
 
 const DELETED: u8 = 1;
 const HAS_VERSION: u8 = 2;
+const HAS_DELETED_AT: u8 = 4;
 
-/// `revision (u64 LE) ‖ hash (32) ‖ flags (1) ‖ version (rest, UTF-8)`.
-pub fn encode_item(state: &ItemState) -> Vec<u8> {
+/// `revision (u64 LE) ‖ hash (32) ‖ flags (1) ‖ [deleted at, unix ms (i64 LE)] ‖ version (rest,
+/// UTF-8)`. A tombstone carries the time it was written, for `tombstone_ttl`; rows written
+/// before that field existed decode as tombstones of unknown age.
+pub fn encode_item(state: &ItemState, deleted_ms: Option<i64>) -> Vec<u8> {
     let version = state.version.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(41 + version.len());
+    let mut out = Vec::with_capacity(49 + version.len());
     out.extend_from_slice(&state.revision.to_le_bytes());
     out.extend_from_slice(&state.hash.0);
     let mut flags = 0;
@@ -23,9 +26,25 @@ pub fn encode_item(state: &ItemState) -> Vec<u8> {
     if state.version.is_some() {
         flags |= HAS_VERSION;
     }
+    let deleted_ms = deleted_ms.filter(|_| state.deleted);
+    if deleted_ms.is_some() {
+        flags |= HAS_DELETED_AT;
+    }
     out.push(flags);
+    if let Some(ms) = deleted_ms {
+        out.extend_from_slice(&ms.to_le_bytes());
+    }
     out.extend_from_slice(version.as_bytes());
     out
+}
+
+/// When a tombstone row was written (`None`: live, or written before the field existed).
+pub fn deleted_at(bytes: &[u8]) -> Option<i64> {
+    let flags = *bytes.get(40)?;
+    if flags & HAS_DELETED_AT == 0 {
+        return None;
+    }
+    Some(i64::from_le_bytes(bytes.get(41..49)?.try_into().ok()?))
 }
 
 /// Inverse of [`encode_item`].
@@ -40,8 +59,12 @@ pub fn decode_item(bytes: &[u8]) -> Result<ItemState, StoreError> {
     let revision = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| corrupt("revision"))?);
     let hash = ContentHash(bytes[8..40].try_into().map_err(|_| corrupt("hash"))?);
     let flags = bytes[40];
+    let start = if flags & HAS_DELETED_AT != 0 { 49 } else { 41 };
+    let tail = bytes
+        .get(start..)
+        .ok_or_else(|| corrupt("truncated deletion time"))?;
     let version = if flags & HAS_VERSION != 0 {
-        Some(String::from_utf8(bytes[41..].to_vec()).map_err(|_| corrupt("version is not UTF-8"))?)
+        Some(String::from_utf8(tail.to_vec()).map_err(|_| corrupt("version is not UTF-8"))?)
     } else {
         None
     };
@@ -110,7 +133,10 @@ mod tests {
                 version,
                 deleted: true,
             };
-            assert_eq!(decode_item(&encode_item(&s)).unwrap(), s);
+            assert_eq!(decode_item(&encode_item(&s, None)).unwrap(), s);
+            let stamped = encode_item(&s, Some(1234));
+            assert_eq!(decode_item(&stamped).unwrap(), s);
+            assert_eq!(deleted_at(&stamped), Some(1234));
         }
         assert!(decode_item(&[0; 10]).is_err());
     }

@@ -14,6 +14,7 @@
 //!   read transactions, writes on the writer thread.
 
 mod codec;
+mod prune;
 mod redb;
 mod writer;
 
@@ -110,6 +111,9 @@ pub struct SourceSnapshot {
     pub meta: SourceMeta,
     /// Item states by key (tombstones included).
     pub items: HashMap<String, ItemState>,
+    /// The highest revision among this source's pruned tombstones (0 when none was pruned):
+    /// new items start above it.
+    pub revision_floor: u64,
 }
 
 /// One event produced by a poll, to be queued for each of its destinations.
@@ -244,6 +248,29 @@ pub enum WriteOp {
     PurgeDead {
         /// Cut-off, unix ms.
         before_ms: Option<i64>,
+    },
+    /// Deletes `source`'s tombstones written before `before_ms` (and their data), raising its
+    /// revision floor; stamps tombstones of unknown age with `now_ms`.
+    PruneTombstones {
+        /// Source name.
+        source: String,
+        /// Cut-off, unix ms.
+        before_ms: i64,
+        /// Now, unix ms.
+        now_ms: i64,
+    },
+    /// Records which stored sources are missing from the config (since `now_ms`) and which
+    /// came back.
+    MarkRemoved {
+        /// The sources in the config.
+        present: Vec<String>,
+        /// Now, unix ms.
+        now_ms: i64,
+    },
+    /// Deletes the whole state of sources missing from the config since before `before_ms`.
+    DropRemoved {
+        /// Cut-off, unix ms.
+        before_ms: i64,
     },
 }
 

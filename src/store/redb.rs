@@ -9,6 +9,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec::{decode_header, decode_item, decode_row, encode_item, encode_row};
+use super::prune;
 use super::{
     Backend, OutboxRow, PollCommit, Settle, SourceMeta, SourceSnapshot, StoreError, Superseded,
     WriteOp, WriteResult,
@@ -18,9 +19,14 @@ use super::{
 pub const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
-const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
-const ITEM_DATA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("item_data");
+pub(super) const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
+pub(super) const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
+pub(super) const ITEM_DATA: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("item_data");
+/// Per source: the highest revision among its pruned tombstones.
+pub(super) const FLOORS: TableDefinition<&str, u64> = TableDefinition::new("floors");
+/// Per stored source missing from the config: since when, unix ms.
+pub(super) const REMOVED: TableDefinition<&str, i64> = TableDefinition::new("removed");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 
@@ -31,7 +37,7 @@ pub const CACHE_BYTES: usize = 16 << 20;
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_SEQ: &str = "next_seq";
 
-fn be<E: Into<redb::Error>>(e: E) -> StoreError {
+pub(super) fn be<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Backend(e.into().to_string())
 }
 
@@ -77,6 +83,8 @@ impl RedbBackend {
             txn.open_table(SOURCES).map_err(be)?;
             txn.open_table(ITEMS).map_err(be)?;
             txn.open_table(ITEM_DATA).map_err(be)?;
+            txn.open_table(FLOORS).map_err(be)?;
+            txn.open_table(REMOVED).map_err(be)?;
             txn.open_table(OUTBOX).map_err(be)?;
             txn.open_table(DEAD).map_err(be)?;
         }
@@ -99,7 +107,7 @@ impl RedbBackend {
         for w in &c.items {
             let k = (c.source.as_str(), w.key.as_str());
             items
-                .insert(k, encode_item(&w.state).as_slice())
+                .insert(k, encode_item(&w.state, Some(c.now_ms)).as_slice())
                 .map_err(be)?;
             if let Some(bytes) = &w.data {
                 data.insert(k, bytes.as_slice()).map_err(be)?;
@@ -293,6 +301,18 @@ impl Backend for RedbBackend {
                     WriteOp::PurgeDead { before_ms } => {
                         WriteResult::Count(Self::purge(&txn, *before_ms)?)
                     }
+                    WriteOp::PruneTombstones {
+                        source,
+                        before_ms,
+                        now_ms,
+                    } => WriteResult::Count(prune::tombstones(&txn, source, *before_ms, *now_ms)?),
+                    WriteOp::MarkRemoved { present, now_ms } => {
+                        prune::mark_removed(&txn, present, *now_ms)?;
+                        WriteResult::Settled
+                    }
+                    WriteOp::DropRemoved { before_ms } => {
+                        WriteResult::Count(prune::drop_removed(&txn, *before_ms)?)
+                    }
                 });
             }
             meta.insert(KEY_NEXT_SEQ, next_seq).map_err(be)?;
@@ -325,7 +345,17 @@ impl Backend for RedbBackend {
             }
             items.insert(key.to_owned(), decode_item(v.value())?);
         }
-        Ok(SourceSnapshot { meta, items })
+        let revision_floor = txn
+            .open_table(FLOORS)
+            .map_err(be)?
+            .get(source)
+            .map_err(be)?
+            .map_or(0, |v| v.value());
+        Ok(SourceSnapshot {
+            meta,
+            items,
+            revision_floor,
+        })
     }
 
     fn item_data(

@@ -139,6 +139,39 @@ impl Store {
         }
     }
 
+    /// Deletes `source`'s tombstones written before `before_ms`; returns how many.
+    pub async fn prune_tombstones(
+        &self,
+        source: &str,
+        before_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let op = WriteOp::PruneTombstones {
+            source: source.to_owned(),
+            before_ms,
+            now_ms,
+        };
+        match self.write(op).await? {
+            WriteResult::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
+    /// Records which stored sources the config no longer has (and which came back).
+    pub async fn mark_removed(&self, present: Vec<String>, now_ms: i64) -> Result<(), StoreError> {
+        self.write(WriteOp::MarkRemoved { present, now_ms })
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes the state of sources missing from the config since before `before_ms`.
+    pub async fn drop_removed(&self, before_ms: i64) -> Result<usize, StoreError> {
+        match self.write(WriteOp::DropRemoved { before_ms }).await? {
+            WriteResult::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
     /// Records delivery outcomes.
     pub async fn settle(&self, outcomes: Vec<Settle>) -> Result<(), StoreError> {
         self.write(WriteOp::Settle(outcomes)).await.map(|_| ())

@@ -15,6 +15,7 @@ mod hostile;
 mod ops;
 mod ordering;
 mod pagination;
+mod pruning;
 mod rate_limits;
 mod recovery;
 mod reload;
