@@ -28,6 +28,8 @@ pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod poller;
 pub mod schedule;

@@ -477,7 +477,10 @@ impl Dispatcher {
                 }
             }
         }
+        // Wait for the aborted sends to be dropped: they hold store handles, and the state
+        // file must be closed when the daemon returns.
         self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 

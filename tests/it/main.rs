@@ -11,6 +11,7 @@ mod detection;
 mod durability;
 mod fetch_failures;
 mod flood;
+mod fuzz_props;
 mod hostile;
 mod ops;
 mod ordering;
