@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pollhook::delivery::signing::StandardKey;
+use pollhook::delivery::signing::Signer;
 use pollhook::diff::{ItemState, diff};
 use pollhook::extract::{ExtractSpec, Item, Mode, Pointer, RawIndex, extract_with};
 use pollhook::poller::process::body_fingerprint;
@@ -121,25 +121,33 @@ fn unchanged_body(c: &mut Criterion) {
     eprintln!("unchanged body size: {} bytes", body.len());
 }
 
+/// A destination with `signature`, parsed from config text.
+fn destination(signature: &str) -> std::sync::Arc<pollhook::config::Destination> {
+    let yaml = format!(
+        "destinations:\n  d:\n    url: http://127.0.0.1:9/hook\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    signature: {signature}\nsources:\n  s:\n    url: http://127.0.0.1:9/x\n    every: 1h\n    key: /id\n    to: [d]\n"
+    );
+    let config =
+        pollhook::config::load_str(&yaml, std::path::Path::new("/tmp/bridge.yaml"), &|_| None)
+            .expect("bench config");
+    config.destinations["d"].clone()
+}
+
 fn signing(c: &mut Criterion) {
-    let key = pollhook::config::standard_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
     let payload = vec![b'x'; 1024];
     let mut g = c.benchmark_group("sign_1kib_event");
     g.throughput(Throughput::Elements(1));
-    let signer = StandardKey::new(&key);
-    g.bench_function("standard_webhooks", |b| {
-        b.iter(|| {
-            signer.sign(
-                "evt_abcdefghijklmnopqrstuvwxyz",
-                1_700_000_000,
-                black_box(&payload),
-            )
-        })
-    });
-    let ring_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
-    g.bench_function("ring_hmac_for_comparison", |b| {
-        b.iter(|| ring::hmac::sign(&ring_key, black_box(&payload)))
-    });
+    for preset in ["standard", "stripe", "github"] {
+        let signer = Signer::new(&destination(preset));
+        g.bench_function(preset, |b| {
+            b.iter(|| {
+                signer.headers(
+                    "evt_abcdefghijklmnopqrstuvwxyz",
+                    1_700_000_000,
+                    black_box(&payload),
+                )
+            })
+        });
+    }
     g.finish();
 }
 

@@ -10,7 +10,10 @@ use serde_saphyr::Spanned;
 use super::check::{Checker, line_of};
 use super::defaults::{DEFAULT_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, MAX_RETRY_STEP};
 use super::raw::{RawDestination, RawSecret, Str};
-use super::validated::{Destination, Secret, SignatureMode};
+use super::raw::{RawScheme, RawSignature, RawSignatureItem};
+use super::schemes::{PRESETS, preset};
+use super::validated::{Destination, Encoding, KeyForm, Scheme, Secret};
+use crate::template::{HEADER_VARS, SIGNS_VARS, Template, VALUE_VARS, Values, Var};
 
 pub(super) fn destination(
     name: &str,
@@ -40,24 +43,22 @@ pub(super) fn destination(
             ),
         );
     }
-    let signature = match &d.signature {
-        Some(s) => ck.choice(
-            &p("signature"),
-            s,
-            &[
-                ("standard", SignatureMode::Standard),
-                ("github", SignatureMode::Github),
-                ("both", SignatureMode::Both),
-            ],
-        ),
-        None => Some(SignatureMode::Standard),
+    let signatures = match &d.signature {
+        Some(s) => signatures(&p("signature"), s, ck),
+        None => preset("standard"),
     };
-    let secrets = signature.and_then(|mode| secrets(name, d, mode, line, ck));
+    let secrets = signatures.as_ref().and_then(|list| {
+        let needs = Needs {
+            any: !list.is_empty(),
+            whsec: list.iter().any(|s| s.key == KeyForm::Whsec),
+        };
+        secrets(name, d, needs, line, ck)
+    });
     let timeout = d
         .timeout
         .as_ref()
         .map_or(Some(DEFAULT_TIMEOUT), |t| ck.duration(&p("timeout"), t));
-    let headers = headers(&p("headers"), &d.headers, ck);
+    let headers = header_templates(&p("headers"), &d.headers, ck);
     let retry = match &d.retry {
         Some(list) => list
             .iter()
@@ -95,7 +96,7 @@ pub(super) fn destination(
         name: name.to_owned(),
         url: url?,
         secrets: secrets?,
-        signature: signature?,
+        signatures: signatures?,
         timeout: timeout?,
         headers: headers?,
         retry: retry?,
@@ -103,10 +104,19 @@ pub(super) fn destination(
     })
 }
 
+/// What the signature schemes need of the secrets.
+#[derive(Clone, Copy)]
+struct Needs {
+    /// Some scheme signs: a secret is required.
+    any: bool,
+    /// Some scheme keys with `whsec`: every secret must be `whsec_` + base64.
+    whsec: bool,
+}
+
 fn secrets(
     name: &str,
     d: &RawDestination,
-    mode: SignatureMode,
+    needs: Needs,
     line: Option<u64>,
     ck: &mut Checker<'_>,
 ) -> Option<Vec<Secret>> {
@@ -121,6 +131,7 @@ fn secrets(
             );
             return None;
         }
+        (None, None) if !needs.any => return Some(Vec::new()),
         (None, None) => {
             ck.missing(&path, line, "secret: ${TRIAGE_SECRET} (a whsec_<base64> value) or secret_file: /run/credentials/pollhook/triage");
             return None;
@@ -151,7 +162,7 @@ fn secrets(
                     return finish_secrets(
                         &path,
                         vec![(credential_secret(&path, credential, sl, ck)?, sl)],
-                        mode,
+                        needs,
                         line,
                         ck,
                     );
@@ -162,14 +173,14 @@ fn secrets(
             expanded?.into_iter().map(|v| (v, sl)).collect()
         }
     };
-    finish_secrets(&path, raw, mode, line, ck)
+    finish_secrets(&path, raw, needs, line, ck)
 }
 
-/// Checks each secret's form for the signature mode.
+/// Checks each secret's form for the signature schemes.
 fn finish_secrets(
     path: &str,
     raw: Vec<(String, Option<u64>)>,
-    mode: SignatureMode,
+    needs: Needs,
     line: Option<u64>,
     ck: &mut Checker<'_>,
 ) -> Option<Vec<Secret>> {
@@ -178,7 +189,7 @@ fn finish_secrets(
     for (i, (value, sl)) in raw.into_iter().enumerate() {
         let ok = if value.is_empty() {
             Err("must not be empty")
-        } else if mode.standard() {
+        } else if needs.whsec {
             standard_key(&value).map(|_| ())
         } else {
             Ok(())
@@ -269,4 +280,179 @@ pub(super) fn headers(
         }
     }
     ok.then_some(out)
+}
+
+/// A destination's `headers:`: values are templates with per-event placeholders; each must
+/// render to a legal header value.
+fn header_templates(
+    path: &str,
+    raw: &BTreeMap<String, Str>,
+    ck: &mut Checker<'_>,
+) -> Option<Vec<(HeaderName, Template)>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, value) in raw {
+        let hpath = format!("{path}.{name}");
+        let line = line_of(&value.referenced);
+        let Some(text) = ck.text(&hpath, value) else {
+            ok = false;
+            continue;
+        };
+        let template = match Template::parse(&text, HEADER_VARS) {
+            Ok(t) => t,
+            Err(e) => {
+                // The value may be a credential: never quoted.
+                ck.problem(
+                    &hpath,
+                    line,
+                    None,
+                    format!("{e}; e.g. X-Event-ID: \"{{id}}\""),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        let sample = template.render(&SampleEvent);
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&sample),
+        ) {
+            (Ok(n), Ok(_)) => out.push((n, template)),
+            _ => {
+                ck.problem(
+                    &hpath,
+                    line,
+                    None,
+                    "a valid HTTP header name and value, e.g. X-Env: prod",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Placeholder values for checking that a header template renders to a legal value.
+struct SampleEvent;
+
+impl Values for SampleEvent {
+    fn write(&self, _: Var, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"x");
+    }
+}
+
+/// `signature:` — a preset, a list of presets and schemes, or one scheme.
+fn signatures(
+    path: &str,
+    raw: &Spanned<RawSignature>,
+    ck: &mut Checker<'_>,
+) -> Option<Vec<Scheme>> {
+    let line = line_of(&raw.referenced);
+    match &raw.value {
+        RawSignature::Preset(name) => named(path, name, line, ck),
+        RawSignature::Scheme(s) => custom(path, s, line, ck).map(|s| vec![s]),
+        RawSignature::List(list) => {
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (i, item) in list.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                let got = match item {
+                    RawSignatureItem::Preset(name) => named(&p, name, line, ck),
+                    RawSignatureItem::Scheme(s) => custom(&p, s, line, ck).map(|s| vec![s]),
+                };
+                match got {
+                    Some(schemes) => out.extend(schemes),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    }
+}
+
+fn named(path: &str, name: &str, line: Option<u64>, ck: &mut Checker<'_>) -> Option<Vec<Scheme>> {
+    let found = preset(name.trim());
+    if found.is_none() {
+        ck.problem(
+            path,
+            line,
+            Some(format!("{name:?}")),
+            format!("one of {PRESETS}, a list of them, or a scheme {{ header, value, signs, encoding, key }}, e.g. signature: stripe"),
+        );
+    }
+    found
+}
+
+/// A custom scheme: every field checked, each problem with its path.
+fn custom(path: &str, raw: &RawScheme, line: Option<u64>, ck: &mut Checker<'_>) -> Option<Scheme> {
+    let p = |k: &str| format!("{path}.{k}");
+    let header = HeaderName::from_bytes(raw.header.trim().as_bytes()).ok();
+    if header.is_none() {
+        ck.problem(
+            &p("header"),
+            line,
+            Some(format!("{:?}", raw.header)),
+            "a header name, e.g. header: X-Signature-256",
+        );
+    }
+    let mut template = |key: &str, text: Option<&str>, default: &str, vars| {
+        let text = text.unwrap_or(default);
+        Template::parse(text, vars)
+            .map_err(|e| {
+                ck.problem(
+                    &p(key),
+                    line,
+                    Some(format!("{text:?}")),
+                    format!("{e}; e.g. {key}: \"{default}\""),
+                );
+            })
+            .ok()
+    };
+    let value = template("value", raw.value.as_deref(), "{signature}", VALUE_VARS);
+    let signs = template("signs", raw.signs.as_deref(), "{body}", SIGNS_VARS);
+    let encoding = match raw.encoding.as_deref().map(str::trim) {
+        None | Some("hex") => Some(Encoding::Hex),
+        Some("base64") => Some(Encoding::Base64),
+        Some(other) => {
+            ck.problem(
+                &p("encoding"),
+                line,
+                Some(format!("{other:?}")),
+                "hex or base64, e.g. encoding: hex",
+            );
+            None
+        }
+    };
+    let key = match raw.key.as_deref().map(str::trim) {
+        None | Some("utf8") => Some(KeyForm::Utf8),
+        Some("whsec") => Some(KeyForm::Whsec),
+        Some(other) => {
+            ck.problem(
+                &p("key"),
+                line,
+                Some(format!("{other:?}")),
+                "utf8 (the secret string's bytes) or whsec (base64 after whsec_), e.g. key: utf8",
+            );
+            None
+        }
+    };
+    if value.as_ref().is_some_and(|v| !v.uses(Var::Signature)) {
+        ck.problem(
+            &p("value"),
+            line,
+            raw.value.as_ref().map(|v| format!("{v:?}")),
+            "must contain {signature}, e.g. value: \"sha256={signature}\"",
+        );
+        return None;
+    }
+    Some(Scheme {
+        name: "custom",
+        header: header?,
+        value: value?,
+        signs: signs?,
+        encoding: encoding?,
+        key: key?,
+        more: None,
+        extra: Vec::new(),
+    })
 }

@@ -10,6 +10,7 @@ mod destination;
 pub mod env;
 mod error;
 mod raw;
+mod schemes;
 mod source;
 mod validate;
 mod validated;
@@ -19,9 +20,10 @@ use std::path::Path;
 pub use defaults::{DEFAULT_RETRY, MAX_REDIRECTS};
 pub use destination::standard_key;
 pub use error::{ConfigError, Problem};
+pub use schemes::preset;
 pub use validated::{
-    Admin, Auth, Config, Destination, EmitSet, FirstPoll, HostLimits, Include, Method, Paginate,
-    Rate, Redirects, Request, Secret, SignatureMode, Source,
+    Admin, Auth, Config, Destination, EmitSet, Encoding, FirstPoll, HostLimits, Include, KeyForm,
+    Method, Paginate, Rate, Redirects, Request, Scheme, Secret, Source,
 };
 
 /// Reads and validates the config file at `path`, expanding variables from the process

@@ -78,8 +78,8 @@ pub struct RawDestination {
     pub secret: Option<Spanned<RawSecret>>,
     /// A file holding the secret.
     pub secret_file: Option<Str>,
-    /// `standard` | `github` | `both`.
-    pub signature: Option<Str>,
+    /// A preset name, a list of presets and schemes, or one scheme.
+    pub signature: Option<Spanned<RawSignature>>,
     /// Request timeout, humantime.
     pub timeout: Option<Str>,
     /// Extra request headers.
@@ -89,6 +89,44 @@ pub struct RawDestination {
     pub retry: Option<Vec<Str>>,
     /// In-flight requests to this destination.
     pub concurrency: Option<Spanned<u32>>,
+}
+
+/// The forms `signature:` may take.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSignature {
+    /// A preset: `standard`, `github`, `stripe`, `slack`, `shopify`, `none`, `both`.
+    Preset(String),
+    /// Several presets and schemes; each adds its headers.
+    List(Vec<RawSignatureItem>),
+    /// One custom scheme.
+    Scheme(RawScheme),
+}
+
+/// One entry of a `signature:` list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSignatureItem {
+    /// A preset name.
+    Preset(String),
+    /// A custom scheme.
+    Scheme(RawScheme),
+}
+
+/// A custom signature scheme.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheme {
+    /// Header name, e.g. `X-Signature-256`.
+    pub header: String,
+    /// Header value; placeholders `{signature}` `{timestamp}` `{id}` (default `{signature}`).
+    pub value: Option<String>,
+    /// Signed message; placeholders `{body}` `{timestamp}` `{id}` (default `{body}`).
+    pub signs: Option<String>,
+    /// `hex` (default) | `base64`.
+    pub encoding: Option<String>,
+    /// `utf8` (default) | `whsec`.
+    pub key: Option<String>,
 }
 
 /// The forms `secret:` may take.

@@ -12,6 +12,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::extract::ExtractSpec;
 use crate::schedule::Schedule;
+use crate::template::Template;
 
 /// The whole validated config.
 #[derive(Debug, Clone)]
@@ -84,25 +85,46 @@ impl fmt::Debug for Secret {
 }
 
 /// How a destination's requests are signed.
+/// How a signature's bytes are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureMode {
-    /// Standard Webhooks `webhook-signature` only.
-    Standard,
-    /// GitHub `x-hub-signature-256` only.
-    Github,
-    /// Both headers.
-    Both,
+pub enum Encoding {
+    /// Lowercase hex.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
 }
 
-impl SignatureMode {
-    /// Whether the Standard Webhooks header is sent.
-    pub fn standard(self) -> bool {
-        matches!(self, SignatureMode::Standard | SignatureMode::Both)
-    }
-    /// Whether the GitHub header is sent.
-    pub fn github(self) -> bool {
-        matches!(self, SignatureMode::Github | SignatureMode::Both)
-    }
+/// Which bytes key the HMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyForm {
+    /// The secret string's UTF-8 bytes, exactly as configured.
+    Utf8,
+    /// The base64-decoded part after `whsec_` (Standard Webhooks).
+    Whsec,
+}
+
+/// A signature scheme (design §3a): HMAC-SHA256 over `signs`, encoded, written into `header`
+/// as `value`. Presets (`standard`, `github`, `stripe`, `slack`, `shopify`) are values of this
+/// type, not code paths (`config/schemes.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheme {
+    /// Preset name, or `custom`.
+    pub name: &'static str,
+    /// The header carrying the signature.
+    pub header: HeaderName,
+    /// The header's value; placeholders `{signature}`, `{timestamp}`, `{id}`.
+    pub value: Template,
+    /// The signed message; placeholders `{body}`, `{timestamp}`, `{id}`.
+    pub signs: Template,
+    /// How the signature is encoded.
+    pub encoding: Encoding,
+    /// Which bytes key the HMAC.
+    pub key: KeyForm,
+    /// With several secrets (rotation), appended to `value` once per further secret; `None`
+    /// when the header holds one signature (the first secret signs).
+    pub more: Option<Template>,
+    /// Further headers the scheme sends (Slack's request timestamp).
+    pub extra: Vec<(HeaderName, Template)>,
 }
 
 /// A webhook receiver.
@@ -114,12 +136,13 @@ pub struct Destination {
     pub url: Url,
     /// Signing secrets, newest first; every one signs.
     pub secrets: Vec<Secret>,
-    /// Which signature headers are sent.
-    pub signature: SignatureMode,
+    /// Signature schemes, each adding its headers (empty: `none`).
+    pub signatures: Vec<Scheme>,
     /// Per-request timeout.
     pub timeout: Duration,
-    /// Extra headers.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra headers; values may use `{id}` `{type}` `{source}` `{key}` `{revision}`
+    /// `{timestamp}`.
+    pub headers: Vec<(HeaderName, Template)>,
     /// Delay after attempt 1, 2, ...; past the end the event is dead-lettered.
     pub retry: Vec<Duration>,
     /// Most requests in flight at once.

@@ -220,6 +220,7 @@ mod tests {
             key: key.into(),
             revision,
             event_id: format!("evt_{seq}"),
+            event_type: "item.created".into(),
             attempts: 0,
             due_ms,
             created_ms: due_ms,

@@ -8,9 +8,86 @@ use super::retry::Outcome;
 use super::signing::{
     CONTENT_TYPE, IDEMPOTENCY_KEY, Signer, USER_AGENT, WEBHOOK_ID, WEBHOOK_TIMESTAMP,
 };
+use reqwest::header::{HeaderName, HeaderValue};
+
 use crate::config::Destination;
 use crate::http::{USER_AGENT_VALUE, parse_retry_after, request_error_chain};
 use crate::store::OutboxRow;
+use crate::template::{Values, Var};
+
+/// The placeholders of a destination's `headers:`, from one row and attempt.
+struct RowValues<'a> {
+    row: &'a OutboxRow,
+    timestamp: i64,
+}
+
+impl Values for RowValues<'_> {
+    fn write(&self, var: Var, out: &mut Vec<u8>) {
+        let row = self.row;
+        match var {
+            Var::Id => out.extend_from_slice(row.event_id.as_bytes()),
+            Var::Type => out.extend_from_slice(event_type(row).as_bytes()),
+            Var::Source => out.extend_from_slice(row.source.as_bytes()),
+            Var::Key => out.extend_from_slice(row.key.as_bytes()),
+            Var::Revision => out.extend_from_slice(row.revision.to_string().as_bytes()),
+            Var::Timestamp => out.extend_from_slice(self.timestamp.to_string().as_bytes()),
+            // Not allowed in header templates (checked when they are parsed).
+            Var::Body | Var::Signature => {}
+        }
+    }
+}
+
+/// The event type of a row; rows stored before the type was kept carry it in their body.
+fn event_type(row: &OutboxRow) -> String {
+    if !row.event_type.is_empty() {
+        return row.event_type.clone();
+    }
+    serde_json::from_slice::<serde_json::Value>(&row.body)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Every header of one attempt, in order: the Standard Webhooks headers (always), the
+/// destination's `headers:` rendered for this event and attempt, then the signature headers.
+pub fn request_headers(
+    dest: &Destination,
+    signer: &Signer,
+    row: &OutboxRow,
+    timestamp: i64,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let text = |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut out = vec![
+        (
+            HeaderName::from_static(CONTENT_TYPE),
+            HeaderValue::from_static("application/json"),
+        ),
+        (HeaderName::from_static(WEBHOOK_ID), text(&row.event_id)),
+        (
+            HeaderName::from_static(WEBHOOK_TIMESTAMP),
+            HeaderValue::from(timestamp),
+        ),
+        (
+            HeaderName::from_static(IDEMPOTENCY_KEY),
+            text(&row.event_id),
+        ),
+        (
+            HeaderName::from_static(USER_AGENT),
+            HeaderValue::from_static(USER_AGENT_VALUE),
+        ),
+    ];
+    let values = RowValues { row, timestamp };
+    for (name, template) in &dest.headers {
+        // Configured headers often carry credentials: keep them out of Debug output.
+        let mut value = text(&template.render(&values));
+        value.set_sensitive(true);
+        out.push((name.clone(), value));
+    }
+    for (name, value) in signer.headers(&row.event_id, timestamp, &row.body) {
+        out.push((name, text(&value)));
+    }
+    out
+}
 
 /// Sends `row` to `dest` once and classifies the result.
 pub async fn attempt(
@@ -24,18 +101,8 @@ pub async fn attempt(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let mut req = client
-        .post(dest.url.clone())
-        .timeout(dest.timeout)
-        .header(CONTENT_TYPE, "application/json")
-        .header(WEBHOOK_ID, &row.event_id)
-        .header(WEBHOOK_TIMESTAMP, ts.to_string())
-        .header(IDEMPOTENCY_KEY, &row.event_id)
-        .header(USER_AGENT, USER_AGENT_VALUE);
-    for (name, value) in &dest.headers {
-        req = req.header(name, value);
-    }
-    for (name, value) in signer.headers(&row.event_id, ts, &row.body) {
+    let mut req = client.post(dest.url.clone()).timeout(dest.timeout);
+    for (name, value) in request_headers(dest, signer, row, ts) {
         req = req.header(name, value);
     }
     match req

@@ -1,14 +1,16 @@
-//! Webhook signatures: Standard Webhooks (`webhook-signature: v1,<base64>`) and GitHub
-//! (`x-hub-signature-256: sha256=<hex>`). Pure; used by the dispatcher, `pollhook sign` and
-//! `pollhook verify`.
+//! Webhook signatures (design §3a): one [`Signer`] renders every scheme of a destination —
+//! the presets (`standard`, `github`, `stripe`, `slack`, `shopify`, which are [`Scheme`] values
+//! in `config/schemes.rs`) and custom schemes alike. Also the Standard Webhooks and GitHub
+//! helpers of `pollhook sign` / `pollhook verify`. Pure.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use reqwest::header::HeaderName;
+use ring::hmac;
 use subtle::ConstantTimeEq;
 
-use crate::config::{Destination, Secret, standard_key};
+use crate::config::{Destination, Encoding, KeyForm, Scheme, standard_key};
+use crate::template::{Values, Var};
 
 /// `content-type`.
 pub const CONTENT_TYPE: &str = "content-type";
@@ -27,44 +29,24 @@ pub const USER_AGENT: &str = "user-agent";
 /// Value of `user-agent`.
 pub use crate::http::USER_AGENT_VALUE;
 
-type HmacSha256 = Hmac<Sha256>;
-
+/// HMAC-SHA256 of the concatenated `parts` (ring's assembly: about twice `hmac` + `sha2`
+/// without SHA extensions; ring is already linked for TLS).
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length.
-    let mut mac = HmacSha256::new_from_slice(key).expect("hmac takes any key length");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut ctx = hmac::Context::with_key(&key);
     for part in parts {
-        mac.update(part);
+        ctx.update(part);
     }
-    mac.finalize().into_bytes().into()
-}
-
-/// A Standard Webhooks signing key with its HMAC state precomputed once (the key's inner and
-/// outer pads are hashed at construction, not per signature).
-#[derive(Clone)]
-pub struct StandardKey(HmacSha256);
-
-impl StandardKey {
-    /// Prepares `key` (the decoded bytes of a `whsec_` secret).
-    pub fn new(key: &[u8]) -> StandardKey {
-        // HMAC accepts keys of any length.
-        StandardKey(HmacSha256::new_from_slice(key).expect("hmac takes any key length"))
-    }
-
-    /// `v1,` + base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}").
-    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = self.0.clone();
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
-    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
 }
 
 /// One Standard Webhooks signature: `v1,` + base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}").
 pub fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    StandardKey::new(key).sign(id, timestamp, body)
+    let ts = timestamp.to_string();
+    let mac = hmac(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    format!("v1,{}", B64.encode(mac))
 }
 
 /// GitHub's `sha256=` + hex HMAC-SHA256(secret bytes as configured, body).
@@ -95,60 +77,119 @@ pub fn verify_github(secret: &str, body: &[u8], header: &str) -> bool {
         .into()
 }
 
-/// Precomputed signing material of one destination.
+/// One scheme with its HMAC keys prepared (ring precomputes the pads once per key).
+struct Prepared {
+    scheme: Scheme,
+    /// The first secret's key, then (when the header holds several) the others'.
+    keys: Vec<hmac::Key>,
+}
+
+/// Precomputed signing material of one destination: every scheme of its `signature`, each
+/// with its keys. Presets are data ([`Scheme`] values); this is the only signing code path.
 pub struct Signer {
-    standard_keys: Vec<StandardKey>,
-    github_secret: Option<Secret>,
+    schemes: Vec<Prepared>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Signer({} standard keys, github: {})",
-            self.standard_keys.len(),
-            self.github_secret.is_some()
-        )
+        let names: Vec<&str> = self.schemes.iter().map(|p| p.scheme.name).collect();
+        write!(f, "Signer({names:?})")
+    }
+}
+
+/// What a signature template is rendered with.
+struct Context<'a> {
+    id: &'a str,
+    timestamp: &'a str,
+    body: &'a [u8],
+    signature: &'a str,
+}
+
+impl Values for Context<'_> {
+    fn write(&self, var: Var, out: &mut Vec<u8>) {
+        out.extend_from_slice(match var {
+            Var::Id => self.id.as_bytes(),
+            Var::Timestamp => self.timestamp.as_bytes(),
+            Var::Body => self.body,
+            Var::Signature => self.signature.as_bytes(),
+            // Not allowed in signature templates (checked when they are parsed).
+            _ => b"",
+        });
     }
 }
 
 impl Signer {
-    /// Builds the signer from a validated destination (its secrets already decode).
+    /// Builds the signer from a validated destination (its secrets already fit its schemes).
     pub fn new(dest: &Destination) -> Signer {
-        let standard_keys = if dest.signature.standard() {
-            let keys = dest
-                .secrets
-                .iter()
-                .filter_map(|s| standard_key(s.expose()).ok());
-            keys.map(|k| StandardKey::new(&k)).collect()
-        } else {
-            Vec::new()
-        };
-        // GitHub's header carries one signature: the first (newest) secret signs it.
-        let github_secret = dest
-            .signature
-            .github()
-            .then(|| dest.secrets.first().cloned())
-            .flatten();
-        Signer {
-            standard_keys,
-            github_secret,
-        }
+        let schemes = dest
+            .signatures
+            .iter()
+            .map(|scheme| {
+                let take = if scheme.more.is_some() {
+                    dest.secrets.len()
+                } else {
+                    1
+                };
+                let keys = dest
+                    .secrets
+                    .iter()
+                    .take(take)
+                    .filter_map(|s| match scheme.key {
+                        KeyForm::Utf8 => Some(s.expose().as_bytes().to_vec()),
+                        KeyForm::Whsec => standard_key(s.expose()).ok(),
+                    })
+                    .map(|k| hmac::Key::new(hmac::HMAC_SHA256, &k))
+                    .collect();
+                Prepared {
+                    scheme: scheme.clone(),
+                    keys,
+                }
+            })
+            .collect();
+        Signer { schemes }
     }
 
-    /// The signature headers for one attempt.
-    pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-        let mut out = Vec::with_capacity(2);
-        if !self.standard_keys.is_empty() {
-            let sigs: Vec<String> = self
-                .standard_keys
-                .iter()
-                .map(|k| k.sign(id, timestamp, body))
-                .collect();
-            out.push((WEBHOOK_SIGNATURE, sigs.join(" ")));
-        }
-        if let Some(secret) = &self.github_secret {
-            out.push((HUB_SIGNATURE, github_signature(secret.expose(), body)));
+    /// The signature headers of one attempt of the body `body` of event `id` at `timestamp`.
+    pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> Vec<(HeaderName, String)> {
+        let ts = timestamp.to_string();
+        let ctx = Context {
+            id,
+            timestamp: &ts,
+            body,
+            signature: "",
+        };
+        let mut out = Vec::with_capacity(self.schemes.len() + 1);
+        let mut message = Vec::with_capacity(body.len() + 64);
+        for p in &self.schemes {
+            message.clear();
+            p.scheme.signs.render_into(&ctx, &mut message);
+            let mut value = Vec::new();
+            for (i, key) in p.keys.iter().enumerate() {
+                let tag = hmac::sign(key, &message);
+                let encoded = match p.scheme.encoding {
+                    Encoding::Hex => data_encoding::HEXLOWER.encode(tag.as_ref()),
+                    Encoding::Base64 => B64.encode(tag.as_ref()),
+                };
+                let signed = Context {
+                    signature: &encoded,
+                    ..ctx
+                };
+                match (i, &p.scheme.more) {
+                    (0, _) => p.scheme.value.render_into(&signed, &mut value),
+                    (_, Some(more)) => more.render_into(&signed, &mut value),
+                    (_, None) => {}
+                }
+            }
+            if p.keys.is_empty() {
+                continue;
+            }
+            out.push((
+                p.scheme.header.clone(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+            for (name, template) in &p.scheme.extra {
+                out.push((name.clone(), template.render(&ctx)));
+            }
         }
         out
     }

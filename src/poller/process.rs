@@ -209,8 +209,9 @@ pub fn build_commit(
         let null = Value::Null;
         let body_data = data.or(prev.as_ref()).unwrap_or(&null);
         let is_update = change.kind == ChangeKind::Updated;
+        let kind = event_type(change.kind, source.extract.mode);
         let payload = Payload {
-            kind: event_type(change.kind, source.extract.mode),
+            kind,
             timestamp: ts.clone(),
             source: &source.name,
             id: &id,
@@ -227,6 +228,7 @@ pub fn build_commit(
         };
         events.push(NewEvent {
             id: id.clone(),
+            kind: kind.as_str(),
             key: change.key.clone(),
             revision: change.state.revision,
             body: Arc::from(payload.to_bytes()),

@@ -150,6 +150,7 @@ mod tests {
             key: "k".into(),
             revision: 2,
             event_id: "evt_x".into(),
+            event_type: "item.updated".into(),
             attempts: 1,
             due_ms: 5,
             created_ms: 4,

@@ -121,6 +121,8 @@ pub struct SourceSnapshot {
 pub struct NewEvent {
     /// Event id.
     pub id: String,
+    /// Event type (`item.created`, ...).
+    pub kind: &'static str,
     /// Item key.
     pub key: String,
     /// Item revision.
@@ -172,6 +174,9 @@ pub struct OutboxRow {
     pub revision: u64,
     /// Event id.
     pub event_id: String,
+    /// Event type (`item.created`, ...); empty in rows written before it was stored.
+    #[serde(default, rename = "type")]
+    pub event_type: String,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the next attempt is due, unix ms.

@@ -124,6 +124,7 @@ impl RedbBackend {
                     key: event.key.clone(),
                     revision: event.revision,
                     event_id: event.id.clone(),
+                    event_type: event.kind.to_owned(),
                     attempts: 0,
                     due_ms: c.now_ms,
                     created_ms: c.now_ms,

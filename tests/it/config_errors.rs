@@ -302,6 +302,76 @@ fn huge_durations_are_rejected() {
     );
 }
 
+/// Signature presets, lists and custom schemes are validated with their path, line and an
+/// example; unknown header placeholders are refused; `none` needs no secret.
+#[test]
+fn signatures_and_placeholders_are_validated() {
+    let with = |extra: &str| {
+        VALID.replace(
+            "    secret: ${SECRET}\n",
+            &format!("    secret: ${{SECRET}}\n{extra}"),
+        )
+    };
+    assert_rejected(
+        &with("    signature: stripey\n"),
+        &[SECRET],
+        &[
+            "destinations.agent.signature",
+            "line 6",
+            "stripey",
+            "standard, github, stripe",
+        ],
+    );
+    assert_rejected(
+        &with("    signature: [standard, nope]\n"),
+        &[SECRET],
+        &["destinations.agent.signature[1]", "nope"],
+    );
+    assert_rejected(
+        &with("    signature: { header: X-Sig, value: \"v={sig}\", encoding: base32 }\n"),
+        &[SECRET],
+        &[
+            "destinations.agent.signature.value",
+            "unknown placeholder {sig}",
+            "destinations.agent.signature.encoding",
+            "hex or base64",
+        ],
+    );
+    assert_rejected(
+        &with("    signature: { header: X-Sig, value: \"static\" }\n"),
+        &[SECRET],
+        &[
+            "destinations.agent.signature.value",
+            "must contain {signature}",
+        ],
+    );
+    assert_rejected(
+        &with("    headers: { X-Event: \"{event_id}\" }\n"),
+        &[SECRET],
+        &[
+            "destinations.agent.headers.X-Event",
+            "unknown placeholder {event_id}",
+            "{id}",
+        ],
+    );
+    let (code, text) = check(
+        &with(
+            "    signature: [stripe, slack, shopify, github]\n    headers: { X-Event-ID: \"{id}\", X-Lit: \"{{x}}\" }\n",
+        ),
+        &[SECRET],
+    );
+    assert_eq!(code, 0, "{text}");
+    let none = VALID.replace("    secret: ${SECRET}\n", "    signature: none\n");
+    let (code, text) = check(&none, &[]);
+    assert_eq!(code, 0, "{text}");
+    let plain = VALID.replace(
+        "    secret: ${SECRET}\n",
+        "    secret: not-a-whsec\n    signature: stripe\n",
+    );
+    let (code, text) = check(&plain, &[]);
+    assert_eq!(code, 0, "a utf8-keyed scheme takes any secret: {text}");
+}
+
 /// `secret: { credential: NAME }` reads $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=).
 #[test]
 fn credential_secrets_are_read_from_the_credentials_directory() {

@@ -20,3 +20,4 @@ mod pruning;
 mod rate_limits;
 mod recovery;
 mod reload;
+mod signatures;

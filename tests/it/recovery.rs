@@ -43,6 +43,7 @@ fn commit(key: &str) -> PollCommit {
         }],
         events: vec![NewEvent {
             id: format!("evt_{key}"),
+            kind: "item.created",
             key: key.into(),
             revision: 1,
             body: Arc::from(&b"{}"[..]),
