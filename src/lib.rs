@@ -31,6 +31,7 @@ pub mod extract;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod jq;
 pub mod poller;
 pub mod schedule;
 pub mod shutdown;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     init_logging(&cli.log_level, cli.log_format);
     let result = match cli.command {
         Command::Check(args) => cli::check(args),
+        Command::JqWorker => pollhook::jq::worker::serve().map_err(anyhow::Error::from),
         Command::Sign(args) => cli::sign(args),
         Command::Verify(args) => match cli::verify(args) {
             Ok(false) => return ExitCode::from(1),

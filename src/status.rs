@@ -67,6 +67,7 @@ pub struct Registry {
     ready: AtomicBool,
     reload_errors: RwLock<Vec<String>>,
     failing: RwLock<BTreeMap<String, String>>,
+    filtered: RwLock<BTreeMap<String, u64>>,
 }
 
 impl Registry {
@@ -142,5 +143,17 @@ impl Registry {
             .read()
             .map(|f| f.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Counts an event a destination's `filter` dropped.
+    pub fn count_filtered(&self, destination: &str) {
+        if let Ok(mut f) = self.filtered.write() {
+            *f.entry(destination.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Events dropped by each destination's `filter` since start.
+    pub fn filtered(&self) -> BTreeMap<String, u64> {
+        self.filtered.read().map(|f| f.clone()).unwrap_or_default()
     }
 }

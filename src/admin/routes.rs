@@ -136,7 +136,21 @@ pub async fn outbox(State(s): State<AdminState>) -> Json<Value> {
         .iter()
         .filter_map(|d| d.oldest_pending_age_seconds)
         .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
-    Json(json!({ "depth": depth, "oldest_pending_age_seconds": oldest, "destinations": stats }))
+    let filtered = s.registry.filtered();
+    let destinations: Vec<Value> = stats
+        .iter()
+        .map(|d| {
+            let mut v = json!(d);
+            v["filtered"] = json!(filtered.get(&d.destination).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    Json(json!({
+        "depth": depth,
+        "oldest_pending_age_seconds": oldest,
+        "filtered": filtered.values().sum::<u64>(),
+        "destinations": destinations,
+    }))
 }
 
 fn dead_json(row: &OutboxRow) -> Value {

@@ -83,6 +83,9 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// Internal: evaluate jq programs for a running daemon (started by it, speaks on stdio).
+    #[command(hide = true)]
+    JqWorker,
 }
 
 /// Log output format.

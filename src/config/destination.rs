@@ -12,7 +12,7 @@ use super::defaults::{DEFAULT_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, MAX_R
 use super::raw::{RawDestination, RawSecret, Str};
 use super::raw::{RawScheme, RawSignature, RawSignatureItem};
 use super::schemes::{PRESETS, preset};
-use super::validated::{Destination, Encoding, KeyForm, Scheme, Secret};
+use super::validated::{Destination, Encoding, JqProgram, KeyForm, Scheme, Secret};
 use crate::template::{HEADER_VARS, SIGNS_VARS, Template, VALUE_VARS, Values, Var};
 
 pub(super) fn destination(
@@ -97,6 +97,13 @@ pub(super) fn destination(
         url: url?,
         secrets: secrets?,
         signatures: signatures?,
+        body: jq(&p("body"), d.body.as_ref(), ".data", ck)?,
+        filter: jq(
+            &p("filter"),
+            d.filter.as_ref(),
+            ".type == \"item.created\"",
+            ck,
+        )?,
         timeout: timeout?,
         headers: headers?,
         retry: retry?,
@@ -455,4 +462,25 @@ fn custom(path: &str, raw: &RawScheme, line: Option<u64>, ck: &mut Checker<'_>) 
         more: None,
         extra: Vec::new(),
     })
+}
+
+/// A jq program (`body`, `filter`), compiled now so a syntax error is a config error with its
+/// path, line and jq message. `Some(None)` when absent; `None` when invalid.
+fn jq(
+    path: &str,
+    raw: Option<&Str>,
+    example: &str,
+    ck: &mut Checker<'_>,
+) -> Option<Option<JqProgram>> {
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    let code = ck.text(path, raw)?;
+    match crate::jq::compile(&code) {
+        Ok(_) => Some(Some(JqProgram(code))),
+        Err(e) => {
+            ck.bad(path, raw, format!("a jq program ({e}), e.g. '{example}'"));
+            None
+        }
+    }
 }

@@ -80,6 +80,10 @@ pub struct RawDestination {
     pub secret_file: Option<Str>,
     /// A preset name, a list of presets and schemes, or one scheme.
     pub signature: Option<Spanned<RawSignature>>,
+    /// jq program: the body sent (default: the event itself).
+    pub body: Option<Str>,
+    /// jq program: keeps the event when it yields a value other than false or null.
+    pub filter: Option<Str>,
     /// Request timeout, humantime.
     pub timeout: Option<Str>,
     /// Extra request headers.

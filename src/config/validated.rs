@@ -127,6 +127,13 @@ pub struct Scheme {
     pub extra: Vec<(HeaderName, Template)>,
 }
 
+/// A jq program that compiled at load time; the text is compiled again by the jq worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JqProgram(pub String);
+
+/// Every configured destination by name, shared with the running tasks and replaced on reload.
+pub type Destinations = Arc<std::sync::RwLock<BTreeMap<String, Arc<Destination>>>>;
+
 /// A webhook receiver.
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -138,6 +145,10 @@ pub struct Destination {
     pub secrets: Vec<Secret>,
     /// Signature schemes, each adding its headers (empty: `none`).
     pub signatures: Vec<Scheme>,
+    /// jq program producing the body sent (`None`: the event envelope).
+    pub body: Option<JqProgram>,
+    /// jq program deciding whether the event is sent here at all.
+    pub filter: Option<JqProgram>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Extra headers; values may use `{id}` `{type}` `{source}` `{key}` `{revision}`

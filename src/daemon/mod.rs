@@ -64,6 +64,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The path of this executable (for the jq worker) is unknown.
+    #[error("cannot find this executable to start the jq worker")]
+    Exe(#[source] std::io::Error),
     /// A task ended when it should not have.
     #[error(
         "task {0} stopped unexpectedly; pollhook is stopping so that its supervisor restarts it"
@@ -83,6 +86,9 @@ pub struct Options {
     pub env: Option<EnvLookup>,
     /// A listener for the admin API instead of binding `admin.listen` (tests pass port 0).
     pub admin_listener: Option<std::net::TcpListener>,
+    /// The pollhook binary that evaluates jq programs (`pollhook jq-worker`); default: this
+    /// executable (tests running the daemon in-process pass the real binary).
+    pub jq_worker: Option<PathBuf>,
 }
 
 /// Runs pollhook with `config` until `shutdown` is cancelled.
@@ -125,6 +131,11 @@ pub async fn run(
         client: crate::http::upstream_client().map_err(DaemonError::Client)?,
         registry: registry.clone(),
         limits: Arc::new(poller::Limits::new(&config.hosts)),
+        destinations: delivery.dests.clone(),
+        jq: Arc::new(crate::jq::JqPool::new(match options.jq_worker {
+            Some(exe) => exe,
+            None => std::env::current_exe().map_err(DaemonError::Exe)?,
+        })),
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);
@@ -184,9 +195,9 @@ pub async fn run(
     }
 }
 
-/// The current destinations, shared with the dispatcher's supervisor so that a restarted
-/// dispatcher starts with the config in force.
-type SharedDests = Arc<RwLock<Vec<Arc<crate::config::Destination>>>>;
+/// The current destinations, shared with the pollers (their jq programs) and the dispatcher's
+/// supervisor (a restarted dispatcher starts with the config in force).
+type SharedDests = crate::config::Destinations;
 
 /// The running delivery side: the supervised dispatcher and the settle writer.
 struct Delivery {
@@ -210,8 +221,7 @@ impl Delivery {
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let client = crate::http::destination_client().map_err(DaemonError::Client)?;
-        let dests: SharedDests =
-            Arc::new(RwLock::new(config.destinations.values().cloned().collect()));
+        let dests: SharedDests = Arc::new(RwLock::new(config.destinations.clone()));
         let settle = tokio::spawn(settle_loop(store.clone(), settle_rx));
         let stop = CancellationToken::new();
         // Shared by the runs of the supervised dispatcher: a run that panics drops its guard.
@@ -220,7 +230,10 @@ impl Delivery {
             (store.clone(), registry.clone(), stop.clone(), dests.clone());
         let task = tokio::spawn(async move {
             supervised("dispatcher", "dispatcher", &registry, &token, || {
-                let current = shared.read().map(|d| d.clone()).unwrap_or_default();
+                let current: Vec<_> = shared
+                    .read()
+                    .map(|d| d.values().cloned().collect())
+                    .unwrap_or_default();
                 let (store, client, settle_tx, inputs, token) = (
                     store.clone(),
                     client.clone(),
@@ -402,7 +415,7 @@ impl Daemon {
         };
         let dests: Vec<_> = new.destinations.values().cloned().collect();
         if let Ok(mut shared) = self.dests.write() {
-            shared.clone_from(&dests);
+            shared.clone_from(&new.destinations);
         }
         let _ = self
             .dispatch

@@ -205,8 +205,15 @@ impl Dispatcher {
         }
     }
 
-    /// Queues a committed row (once, whatever path it comes by).
+    /// Queues a committed row (once, whatever path it comes by); a row committed dead (its jq
+    /// program failed) is only counted.
     pub fn add(&mut self, row: &OutboxRow) {
+        if row.dead_reason.is_some() {
+            let i = self.queue.dest(&row.destination);
+            self.grow();
+            self.dead[i] += 1;
+            return;
+        }
         let configured = self
             .queue
             .dest_index(&row.destination)

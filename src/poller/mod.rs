@@ -71,6 +71,10 @@ pub struct PollContext {
     pub registry: Arc<Registry>,
     /// Per-host budgets and upstream signals.
     pub limits: Arc<Limits>,
+    /// The configured destinations (for their `filter` and `body` programs).
+    pub destinations: crate::config::Destinations,
+    /// Evaluates jq programs.
+    pub jq: Arc<crate::jq::JqPool>,
 }
 
 /// How far a fetch got.
@@ -246,7 +250,15 @@ impl Poller {
             etag: validators.etag,
             last_modified: validators.last_modified,
         };
-        let commit = build_commit(&self.source, meta, &ex, &previous, Utc::now())?;
+        let mut commit = build_commit(&self.source, meta, &ex, &previous, Utc::now())?;
+        if !commit.events.is_empty() {
+            let dests = ctx
+                .destinations
+                .read()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            process::render(&ctx.jq, &dests, &ctx.registry, &mut commit).await;
+        }
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         // The writer hands the committed rows to the dispatcher itself.
         ctx.store.commit_poll(commit).await?;

@@ -1,18 +1,21 @@
 //! From a fetched body to a [`PollCommit`]: extract, diff against the in-memory copy of the
-//! stored state, and build the events (ids, payloads) for the destinations. Pure except for the
-//! read of stored item data that `deleted` payloads and `previous`/`changes` need.
+//! stored state, build the events (ids, payloads) for the destinations, and render them per
+//! destination (`filter`, `body` jq programs). Pure except for the read of stored item data that
+//! `deleted` payloads and `previous`/`changes` need, and the jq worker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::config::{EmitSet, FirstPoll, Source};
+use crate::config::{Destination, EmitSet, FirstPoll, Source};
 use crate::diff::{ChangeKind, Diff, ItemState, diff_above};
 use crate::event::{EventType, Payload, changes, event_id, timestamp};
 use crate::extract::{ExtractError, Extraction, Item, Mode, RawIndex, extract_with};
-use crate::store::{ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
+use crate::jq::{Job, Outcome};
+use crate::status::Registry;
+use crate::store::{Delivery, ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
 
 /// Extraction result for one body.
 pub struct Extracted {
@@ -232,7 +235,15 @@ pub fn build_commit(
             key: change.key.clone(),
             revision: change.state.revision,
             body: Arc::from(payload.to_bytes()),
-            destinations: source.to.clone(),
+            deliveries: source
+                .to
+                .iter()
+                .map(|d| Delivery {
+                    destination: d.clone(),
+                    body: None,
+                    dead: None,
+                })
+                .collect(),
         });
     }
     for (index, state) in &ex.diff.silent {
@@ -250,4 +261,86 @@ pub fn build_commit(
         events,
         now_ms: now.timestamp_millis(),
     })
+}
+
+/// Applies each destination's `filter` and `body` jq programs to the events of a commit, before
+/// it is written: a dropped event gets no delivery for that destination (counted as
+/// `filtered`), a rendered body is stored with its delivery, and a program that fails, yields
+/// nothing or yields several values makes that delivery a dead letter with the reason.
+pub async fn render(
+    jq: &crate::jq::JqPool,
+    dests: &BTreeMap<String, Arc<Destination>>,
+    registry: &Registry,
+    commit: &mut PollCommit,
+) {
+    for event in &mut commit.events {
+        let mut envelope: Option<Value> = None;
+        let mut kept = Vec::with_capacity(event.deliveries.len());
+        for mut d in std::mem::take(&mut event.deliveries) {
+            let Some(dest) = dests
+                .get(&d.destination)
+                .filter(|x| x.filter.is_some() || x.body.is_some())
+            else {
+                kept.push(d);
+                continue;
+            };
+            let input = envelope
+                .get_or_insert_with(|| serde_json::from_slice(&event.body).unwrap_or(Value::Null));
+            let secret = dest.secrets.first().map_or("", |s| s.expose());
+            let job = |code| Job {
+                code,
+                secret,
+                input,
+            };
+            if let Some(filter) = &dest.filter {
+                match one_value(jq.run(job(&filter.0)).await, "filter", secret) {
+                    Ok(Value::Null | Value::Bool(false)) => {
+                        metrics::counter!(crate::telemetry::DELIVERIES, "destination" => d.destination.clone(), "outcome" => "filtered").increment(1);
+                        registry.count_filtered(&d.destination);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        dead(&mut d, &event.id, why);
+                        kept.push(d);
+                        continue;
+                    }
+                }
+            }
+            if let Some(body) = &dest.body {
+                match one_value(jq.run(job(&body.0)).await, "body", secret) {
+                    Ok(v) => d.body = Some(Arc::from(v.to_string().into_bytes())),
+                    Err(why) => dead(&mut d, &event.id, why),
+                }
+            }
+            kept.push(d);
+        }
+        event.deliveries = kept;
+    }
+}
+
+/// The single value a program must produce, or why it did not. A secret the program echoed
+/// into its error is redacted.
+fn one_value(outcome: Outcome, what: &str, secret: &str) -> Result<Value, String> {
+    let redact = |m: String| match secret.is_empty() {
+        true => m,
+        false => m.replace(secret, "<redacted>"),
+    };
+    match outcome {
+        Outcome::Values(mut v) if v.len() == 1 => Ok(v.remove(0)),
+        Outcome::Values(v) if v.is_empty() => Err(format!(
+            "the {what} program produced no value; it must produce exactly one"
+        )),
+        Outcome::Values(_) => Err(format!(
+            "the {what} program produced several values; it must produce exactly one"
+        )),
+        Outcome::Failed(e) => Err(format!("the {what} program failed: {}", redact(e))),
+    }
+}
+
+fn dead(d: &mut Delivery, event: &str, why: String) {
+    // jq messages may quote the event's data: the reason goes to the dead letter, not the log.
+    tracing::warn!(destination = %d.destination, event = %event, "a jq program failed; the delivery is dead-lettered (see pollhook dead list)");
+    tracing::debug!(destination = %d.destination, event = %event, reason = %why, "jq failure");
+    d.dead = Some(why);
 }

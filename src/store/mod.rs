@@ -127,10 +127,22 @@ pub struct NewEvent {
     pub key: String,
     /// Item revision.
     pub revision: u64,
-    /// Payload bytes.
+    /// The event envelope (design §3), the body of every delivery that has no `body` program.
     pub body: Arc<[u8]>,
-    /// Destination names.
-    pub destinations: Vec<String>,
+    /// One per destination the event goes to (filtered destinations have none).
+    pub deliveries: Vec<Delivery>,
+}
+
+/// The rendering of one event for one destination, decided before the commit so that every
+/// retry sends the same bytes.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Destination name.
+    pub destination: String,
+    /// The body its `body` program rendered (`None`: the envelope).
+    pub body: Option<Arc<[u8]>>,
+    /// Why it goes straight to the dead letters (a jq program failed), if it does.
+    pub dead: Option<String>,
 }
 
 /// An item state row plus the item's data, as written by a poll.

@@ -114,12 +114,13 @@ impl RedbBackend {
             }
         }
         let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
+        let mut dead = txn.open_table(DEAD).map_err(be)?;
         let mut rows = Vec::new();
         for event in &c.events {
-            for dest in &event.destinations {
+            for delivery in &event.deliveries {
                 let row = OutboxRow {
                     seq: *next_seq,
-                    destination: dest.clone(),
+                    destination: delivery.destination.clone(),
                     source: c.source.clone(),
                     key: event.key.clone(),
                     revision: event.revision,
@@ -129,12 +130,17 @@ impl RedbBackend {
                     due_ms: c.now_ms,
                     created_ms: c.now_ms,
                     last_error: None,
-                    dead_reason: None,
-                    dead_ms: None,
-                    body: event.body.clone(),
+                    dead_reason: delivery.dead.clone(),
+                    dead_ms: delivery.dead.as_ref().map(|_| c.now_ms),
+                    body: delivery.body.clone().unwrap_or_else(|| event.body.clone()),
                 };
                 *next_seq += 1;
-                outbox
+                // A delivery whose jq program failed is a dead letter from the start.
+                let table = match row.dead_reason {
+                    Some(_) => &mut dead,
+                    None => &mut outbox,
+                };
+                table
                     .insert(row.seq, encode_row(&row).as_slice())
                     .map_err(be)?;
                 rows.push(row);

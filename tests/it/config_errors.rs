@@ -372,6 +372,45 @@ fn signatures_and_placeholders_are_validated() {
     assert_eq!(code, 0, "a utf8-keyed scheme takes any secret: {text}");
 }
 
+/// A jq syntax or name error in `body` or `filter` is a check error with the path, the line
+/// and jq's message.
+#[test]
+fn jq_programs_are_compiled_at_check() {
+    let with = |extra: &str| {
+        VALID.replace(
+            "    secret: ${SECRET}\n",
+            &format!("    secret: ${{SECRET}}\n{extra}"),
+        )
+    };
+    assert_rejected(
+        &with("    body: '.data |'\n"),
+        &[SECRET],
+        &[
+            "destinations.agent.body",
+            "line 6",
+            "jq error at character 8",
+            "expected term",
+        ],
+    );
+    assert_rejected(
+        &with("    filter: '.type == $nope'\n"),
+        &[SECRET],
+        &["destinations.agent.filter", "undefined variable $nope"],
+    );
+    assert_rejected(
+        &with("    body: env\n"),
+        &[SECRET],
+        &["destinations.agent.body", "env"],
+    );
+    let (code, text) = check(
+        &with(
+            "    body: '{task_id: .data.id, secret: $secret}'\n    filter: '.type == \"item.created\"'\n",
+        ),
+        &[SECRET],
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
 /// `secret: { credential: NAME }` reads $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=).
 #[test]
 fn credential_secrets_are_read_from_the_credentials_directory() {

@@ -21,3 +21,4 @@ mod rate_limits;
 mod recovery;
 mod reload;
 mod signatures;
+mod transform;

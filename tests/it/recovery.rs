@@ -47,7 +47,11 @@ fn commit(key: &str) -> PollCommit {
             key: key.into(),
             revision: 1,
             body: Arc::from(&b"{}"[..]),
-            destinations: vec!["d".into()],
+            deliveries: vec![pollhook::store::Delivery {
+                destination: "d".into(),
+                body: None,
+                dead: None,
+            }],
         }],
         now_ms: 0,
     }

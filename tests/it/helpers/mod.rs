@@ -74,6 +74,7 @@ impl Daemon {
             config_path: Some(path),
             env: Some(env),
             admin_listener: Some(listener),
+            jq_worker: Some(binary()),
         };
         let token = CancellationToken::new();
         let handle = tokio::spawn(pollhook::daemon::run(config, options, token.clone()));
