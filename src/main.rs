@@ -14,7 +14,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => cli::check(args),
         Command::JqWorker => pollhook::jq::worker::serve().map_err(anyhow::Error::from),
-        Command::Sign(args) => cli::sign(args),
         Command::Verify(args) => match cli::verify(args) {
             Ok(false) => return ExitCode::from(1),
             other => other.map(|_| ()),
@@ -23,7 +22,12 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 match command {
                     Command::Run(args) => cli::run(args).await,
-                    Command::Preview { source, config } => cli::preview(source, config).await,
+                    Command::Preview {
+                        source,
+                        destination,
+                        config,
+                    } => cli::preview(source, destination, config).await,
+                    Command::Sign(args) => cli::sign(args).await,
                     Command::Demo(args) => pollhook::demo::run(args).await,
                     Command::Status(ops) => cli::status(ops).await,
                     Command::Sources {

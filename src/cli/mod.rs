@@ -2,6 +2,7 @@
 //! commands that talk to a running daemon live in `ops.rs`.
 
 mod ops;
+mod render;
 
 pub use ops::{dead, sources, status};
 
@@ -53,6 +54,9 @@ pub enum Command {
     Preview {
         /// Source name from the config.
         source: String,
+        /// Print the bodies this destination would receive for the current items instead.
+        #[arg(long)]
+        destination: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -164,9 +168,24 @@ pub enum SignatureArg {
 /// `pollhook sign`.
 #[derive(Debug, clap::Args)]
 pub struct SignArgs {
-    /// Secret (`whsec_…` for standard; any string for github).
+    /// Secret (`whsec_…` for standard; any string for github); not with --destination.
     #[arg(long, env = "POLLHOOK_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: Option<String>,
+    /// Print exactly the request this destination of the config would receive (its filter,
+    /// body, headers and signatures) for a sample event or `--event`.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// With --destination: an event (design §3 JSON) to render instead of the sample.
+    #[arg(long, requires = "destination")]
+    pub event: Option<PathBuf>,
+    /// With --destination: the config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "bridge.yaml",
+        env = "POLLHOOK_CONFIG"
+    )]
+    pub config: PathBuf,
     /// Event id (default: a fixed example id).
     #[arg(long, default_value = "evt_test")]
     pub id: String,
@@ -233,8 +252,12 @@ pub fn check(args: ConfigArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pollhook preview`.
-pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
+/// `pollhook preview`: the extracted items, or with `destination` the bodies it would get.
+pub async fn preview(
+    source: String,
+    destination: Option<String>,
+    args: ConfigArg,
+) -> anyhow::Result<()> {
     let config = config::load(&args.path)?;
     let Some(src) = config.sources.get(&source) else {
         let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
@@ -262,6 +285,9 @@ pub async fn preview(source: String, args: ConfigArg) -> anyhow::Result<()> {
         ),
     }
     .with_context(|| format!("source {source}"))?;
+    if let Some(dest) = destination {
+        return render::preview_destination(&config, src, &dest, &items).await;
+    }
     for item in &items {
         let line = serde_json::json!({"key": item.key, "version": item.version, "hash": src.extract.hash(&item.data).to_hex()});
         println!("{line}");
@@ -278,8 +304,15 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
     Ok(body)
 }
 
-/// `pollhook sign`.
-pub fn sign(args: SignArgs) -> anyhow::Result<()> {
+/// `pollhook sign`: with `--destination`, the whole request that destination would receive;
+/// otherwise the signature headers for the body on stdin.
+pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.destination {
+        return render::sign_destination(&args, name).await;
+    }
+    let Some(secret) = args.secret.as_deref() else {
+        bail!("give --secret (or --destination NAME to use a destination of the config)");
+    };
     let body = read_stdin()?;
     let ts = args
         .timestamp
@@ -289,7 +322,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<()> {
     println!("{WEBHOOK_TIMESTAMP}: {ts}");
     println!("{IDEMPOTENCY_KEY}: {}", args.id);
     if matches!(args.signature, SignatureArg::Standard | SignatureArg::Both) {
-        let key = standard_key(&args.secret)
+        let key = standard_key(secret)
             .map_err(|why| anyhow::anyhow!("--secret {why}; expected whsec_<base64>"))?;
         println!(
             "webhook-signature: {}",
@@ -297,10 +330,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<()> {
         );
     }
     if matches!(args.signature, SignatureArg::Github | SignatureArg::Both) {
-        println!(
-            "x-hub-signature-256: {}",
-            github_signature(&args.secret, &body)
-        );
+        println!("x-hub-signature-256: {}", github_signature(secret, &body));
     }
     Ok(())
 }

@@ -263,6 +263,41 @@ pub fn build_commit(
     })
 }
 
+/// What a destination's programs make of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rendering {
+    /// `filter` dropped it.
+    Filtered,
+    /// Send this body (`None`: the event envelope itself).
+    Body(Option<Vec<u8>>),
+    /// A program failed; the reason.
+    Failed(String),
+}
+
+/// Runs `dest`'s `filter` then `body` on the event `input`.
+pub async fn render_for(jq: &crate::jq::JqPool, dest: &Destination, input: &Value) -> Rendering {
+    let secret = dest.secrets.first().map_or("", |s| s.expose());
+    let job = |code| Job {
+        code,
+        secret,
+        input,
+    };
+    if let Some(filter) = &dest.filter {
+        match one_value(jq.run(job(&filter.0)).await, "filter", secret) {
+            Ok(Value::Null | Value::Bool(false)) => return Rendering::Filtered,
+            Ok(_) => {}
+            Err(why) => return Rendering::Failed(why),
+        }
+    }
+    match &dest.body {
+        Some(body) => match one_value(jq.run(job(&body.0)).await, "body", secret) {
+            Ok(v) => Rendering::Body(Some(v.to_string().into_bytes())),
+            Err(why) => Rendering::Failed(why),
+        },
+        None => Rendering::Body(None),
+    }
+}
+
 /// Applies each destination's `filter` and `body` jq programs to the events of a commit, before
 /// it is written: a dropped event gets no delivery for that destination (counted as
 /// `filtered`), a rendered body is stored with its delivery, and a program that fails, yields
@@ -286,32 +321,14 @@ pub async fn render(
             };
             let input = envelope
                 .get_or_insert_with(|| serde_json::from_slice(&event.body).unwrap_or(Value::Null));
-            let secret = dest.secrets.first().map_or("", |s| s.expose());
-            let job = |code| Job {
-                code,
-                secret,
-                input,
-            };
-            if let Some(filter) = &dest.filter {
-                match one_value(jq.run(job(&filter.0)).await, "filter", secret) {
-                    Ok(Value::Null | Value::Bool(false)) => {
-                        metrics::counter!(crate::telemetry::DELIVERIES, "destination" => d.destination.clone(), "outcome" => "filtered").increment(1);
-                        registry.count_filtered(&d.destination);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(why) => {
-                        dead(&mut d, &event.id, why);
-                        kept.push(d);
-                        continue;
-                    }
+            match render_for(jq, dest, input).await {
+                Rendering::Filtered => {
+                    metrics::counter!(crate::telemetry::DELIVERIES, "destination" => d.destination.clone(), "outcome" => "filtered").increment(1);
+                    registry.count_filtered(&d.destination);
+                    continue;
                 }
-            }
-            if let Some(body) = &dest.body {
-                match one_value(jq.run(job(&body.0)).await, "body", secret) {
-                    Ok(v) => d.body = Some(Arc::from(v.to_string().into_bytes())),
-                    Err(why) => dead(&mut d, &event.id, why),
-                }
+                Rendering::Body(body) => d.body = body.map(Arc::from),
+                Rendering::Failed(why) => dead(&mut d, &event.id, why),
             }
             kept.push(d);
         }

@@ -245,3 +245,85 @@ async fn sigterm_drains_and_restart_delivers_pending() {
     assert_eq!(hits[0].raw, hits[1].raw);
     terminate(&mut child);
 }
+
+/// `sign --destination` prints the request that destination would get: its headers (with
+/// placeholders rendered and a valid signature) and the body its program renders; `preview
+/// --destination` prints the body of each current item, and says which the filter drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_preview_render_a_destination() {
+    let up =
+        Upstream::start(&json!([{"id": 1, "mine": true}, {"id": 2, "mine": false}]).to_string())
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "destinations:
+  app:
+    url: http://127.0.0.1:9/hook
+    secret: plain-secret
+    signature: github
+    headers: {{ X-Event-ID: \"{{id}}\" }}
+    filter: .data.mine
+    body: '{{task: .data.id}}'
+sources:
+  things:
+    url: {}/things
+    every: 1h
+    key: /id
+    to: [app]
+",
+            up.url
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["sign", "--destination", "app", "--id", "evt_x", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sample event's data has no `mine`: the filter drops it.
+    assert!(text.contains("filter drops this event"), "{text}");
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, json!({"type": "item.created", "id": "evt_y", "source": "things", "key": "5", "revision": 1, "data": {"id": 5, "mine": true}}).to_string()).unwrap();
+    let out = Command::new(binary())
+        .args(["sign", "--destination", "app", "--event"])
+        .arg(&event)
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("POST http://127.0.0.1:9/hook\n"), "{text}");
+    assert_eq!(header_value(&text, "x-event-id"), "evt_y", "{text}");
+    let body = text.rsplit("\n\n").next().unwrap().trim_end();
+    assert_eq!(body, r#"{"task":5}"#, "{text}");
+    let sig = header_value(&text, "x-hub-signature-256");
+    assert!(
+        pollhook::delivery::signing::verify_github("plain-secret", body.as_bytes(), &sig),
+        "{text}"
+    );
+    let out = Command::new(binary())
+        .args(["preview", "things", "--destination", "app", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [r#"{"task":1}"#, "# key 2: filtered"],
+        "{text}"
+    );
+}

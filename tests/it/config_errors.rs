@@ -454,7 +454,10 @@ fn env_values_cannot_change_structure() {
 #[test]
 fn repository_examples_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("bridge.yaml")];
+    let mut files = vec![
+        root.join("bridge.yaml"),
+        root.join("examples/receivers/bridge.yaml"),
+    ];
     for entry in std::fs::read_dir(root.join("examples")).expect("examples/") {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {

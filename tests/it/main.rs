@@ -18,6 +18,7 @@ mod ordering;
 mod pagination;
 mod pruning;
 mod rate_limits;
+mod receivers;
 mod recovery;
 mod reload;
 mod signatures;
