@@ -151,5 +151,76 @@ fn signing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, extract_and_diff, unchanged_body, signing);
+/// Render (`body`: `.data` plus a 5-key object) + `filter` + sign a 1 KiB event through the
+/// jq worker process, as the daemon does per event and destination.
+fn render_filter_sign(c: &mut Criterion) {
+    let yaml = "destinations:\n  d:\n    url: http://127.0.0.1:9/hook\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    filter: '.type == \"item.created\" and .data.assigned_agent_id == \"a1\"'\n    body: '.data + {event: .id, kind: .type, source: .source, key: .key, revision: .revision}'\nsources:\n  s:\n    url: http://127.0.0.1:9/x\n    every: 1h\n    key: /id\n    to: [d]\n";
+    let config =
+        pollhook::config::load_str(yaml, std::path::Path::new("/tmp/bridge.yaml"), &|_| None)
+            .expect("bench config");
+    let dest = config.destinations["d"].clone();
+    let signer = Signer::new(&dest);
+    let jq = pollhook::jq::JqPool::new(env!("CARGO_BIN_EXE_pollhook").into());
+    let event = json!({
+        "type": "item.created", "timestamp": "2026-11-30T12:00:00.000Z", "source": "s",
+        "id": "evt_abcdefghijklmnopqrstuvwxyz", "key": "1", "revision": 1,
+        "data": {"id": 1, "assigned_agent_id": "a1", "description": "x".repeat(900)},
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("render_filter_sign_1kib_event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one_event_per_round_trip", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                match pollhook::poller::process::render_for(&jq, &dest, black_box(&event)).await {
+                    pollhook::poller::process::Rendering::Body(Some(body)) => {
+                        signer.headers("evt_abcdefghijklmnopqrstuvwxyz", 1_700_000_000, &body)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        })
+    });
+    // A poll's commit renders all its events in one round trip.
+    const BATCH: usize = 100;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let secret = dest.secrets[0].expose();
+    let requests: Vec<pollhook::jq::Request> = (0..BATCH)
+        .map(|_| pollhook::jq::Request {
+            filter: dest.filter.as_ref().map(|p| p.0.as_str()),
+            body: dest.body.as_ref().map(|p| p.0.as_str()),
+            secret,
+            input: &event,
+        })
+        .collect();
+    g.bench_function("batch_of_100", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for r in jq.render(black_box(&requests)).await {
+                    let Some(pollhook::jq::Outcome::Values(v)) = r.body else {
+                        panic!("no body: {r:?}");
+                    };
+                    let body = v[0].to_string();
+                    black_box(signer.headers(
+                        "evt_abcdefghijklmnopqrstuvwxyz",
+                        1_700_000_000,
+                        body.as_bytes(),
+                    ));
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    extract_and_diff,
+    unchanged_body,
+    signing,
+    render_filter_sign
+);
 criterion_main!(benches);

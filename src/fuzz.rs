@@ -1,6 +1,6 @@
 //! Entry points for fuzzing the parsers that see untrusted input: the config loader, extraction
-//! + diff of an upstream body, and the response-header parsers (`Link`, `Retry-After`,
-//! `X-RateLimit-*`, `RateLimit`). The `cargo fuzz` targets under `fuzz/` and the proptest
+//! + diff of an upstream body, the response-header parsers (`Link`, `Retry-After`,
+//! `X-RateLimit-*`, `RateLimit`) and the jq compiler. The `cargo fuzz` targets under `fuzz/` and the proptest
 //! properties in `tests/it/fuzz_props.rs` (run in CI) call the same functions.
 //!
 //! Each function takes arbitrary bytes, must never panic, and checks the properties that must
@@ -128,5 +128,19 @@ pub fn headers(data: &[u8]) {
                 .expect("a wait fits in time");
         }
         None => {}
+    }
+}
+
+/// The jq compiler on arbitrary program text: it compiles or reports an error with an offset
+/// inside the text, never panics. (Evaluation is not fuzzed in-process: a program may loop or
+/// overflow the stack by design, which is why it runs in the jq worker.)
+pub fn jq(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Err(e) = crate::jq::compile(&text) {
+        assert!(
+            e.offset.is_none_or(|o| o <= text.len()),
+            "offset out of range"
+        );
+        assert!(!e.message.is_empty());
     }
 }

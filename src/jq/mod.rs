@@ -16,7 +16,7 @@ use jaq_core::{Compiler, Ctx, Vars, data::JustLut};
 use jaq_json::Val;
 use serde_json::Value;
 
-pub use pool::{Job, JqPool, Outcome};
+pub use pool::{JqPool, Outcome, Rendered, Request};
 
 /// How long one evaluation may run before its worker is killed.
 pub const JQ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -142,6 +142,12 @@ pub fn eval(
             }),
         })
         .collect()
+}
+
+/// Whether a filter's outputs keep the event: exactly one value, neither `false` nor `null`
+/// (jq's truthiness).
+pub fn keeps(outputs: &[Value]) -> bool {
+    matches!(outputs, [v] if !matches!(v, Value::Null | Value::Bool(false)))
 }
 
 fn to_json(v: &Val) -> Value {

@@ -1,13 +1,17 @@
 //! The daemon's side of the jq worker: one child process (`pollhook jq-worker`), started on
-//! first use, fed one evaluation at a time, killed when an evaluation outlives [`JQ_TIMEOUT`] and
-//! restarted when it dies. Programs are sent to a worker the first time it needs them.
+//! first use, fed whole batches (every event × destination of a poll's commit in one round
+//! trip), killed when a batch outlives its deadline and restarted when it dies. A batch that
+//! fails that way is rendered again one event at a time, each with [`JQ_TIMEOUT`], so only the
+//! event whose program misbehaves is dead-lettered. Programs are sent to a worker the first
+//! time it needs them.
 //!
-//! Design notes: evaluations are serialised by one async mutex, so a runaway program delays
-//! other renders by at most the timeout; nothing a program does can panic or block the daemon.
+//! Design notes: batches are serialised by one async mutex, so a runaway program delays other
+//! renders by at most its timeout; nothing a program does can panic or block the daemon.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -16,24 +20,36 @@ use tokio::sync::Mutex;
 
 use super::JQ_TIMEOUT;
 
-/// One evaluation: a program, the secret it sees as `$secret`, and its input.
+/// One event to render for one destination.
 #[derive(Debug, Clone, Copy)]
-pub struct Job<'a> {
-    /// Program text (compiled once per worker).
-    pub code: &'a str,
+pub struct Request<'a> {
+    /// `filter` program text, if any.
+    pub filter: Option<&'a str>,
+    /// `body` program text, if any.
+    pub body: Option<&'a str>,
     /// `$secret`.
     pub secret: &'a str,
     /// The event.
     pub input: &'a Value,
 }
 
-/// What an evaluation produced.
+/// What one program produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The outputs (at most two are collected).
     Values(Vec<Value>),
     /// Why it failed: the jq error, a timeout, or a crash of the evaluator.
     Failed(String),
+}
+
+/// The outcomes of one [`Request`]: the filter's (when there is one) and the body's (when there
+/// is one and the filter kept the event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The filter's outcome.
+    pub filter: Option<Outcome>,
+    /// The body's outcome.
+    pub body: Option<Outcome>,
 }
 
 struct Worker {
@@ -62,6 +78,28 @@ enum Lost {
     Died(String),
 }
 
+impl Lost {
+    fn reason(&self) -> String {
+        match self {
+            Lost::TimedOut => format!(
+                "the jq program ran longer than {} s and was stopped",
+                JQ_TIMEOUT.as_secs_f64()
+            ),
+            Lost::Died(why) => {
+                format!("the jq program crashed its evaluator ({why}; deep recursion?)")
+            }
+        }
+    }
+}
+
+fn outcome(v: &Value) -> Option<Outcome> {
+    match (&v["ok"], &v["err"]) {
+        (Value::Array(out), _) => Some(Outcome::Values(out.clone())),
+        (_, Value::String(e)) => Some(Outcome::Failed(e.clone())),
+        _ => None,
+    }
+}
+
 impl JqPool {
     /// A pool whose worker is `exe jq-worker` (the pollhook binary).
     pub fn new(exe: PathBuf) -> JqPool {
@@ -71,36 +109,91 @@ impl JqPool {
         }
     }
 
-    /// Evaluates one job; never fails except through [`Outcome::Failed`].
-    pub async fn run(&self, job: Job<'_>) -> Outcome {
+    /// Renders every request, in one round trip when all goes well.
+    pub async fn render(&self, requests: &[Request<'_>]) -> Vec<Rendered> {
+        if requests.is_empty() {
+            return Vec::new();
+        }
         let mut guard = self.worker.lock().await;
-        if guard.is_none() {
-            match self.spawn() {
-                Ok(w) => *guard = Some(w),
-                Err(e) => return Outcome::Failed(format!("cannot start the jq worker: {e}")),
-            }
+        // Generous for a healthy batch; a runaway program is then found one event at a time.
+        let deadline = JQ_TIMEOUT + Duration::from_millis(10) * requests.len() as u32;
+        if let Ok(results) = self.batch(&mut guard, requests, deadline).await {
+            return results;
         }
-        let Some(worker) = guard.as_mut() else {
-            return Outcome::Failed("the jq worker is not running".to_owned());
-        };
-        match Self::exchange(worker, job).await {
-            Ok(outcome) => outcome,
-            Err(lost) => {
-                if let Some(mut w) = guard.take() {
-                    let _ = w.child.start_kill();
-                    let _ = w.child.wait().await;
-                }
-                Outcome::Failed(match lost {
-                    Lost::TimedOut => format!(
-                        "the jq program ran longer than {} s and was stopped",
-                        super::JQ_TIMEOUT.as_secs_f64()
-                    ),
-                    Lost::Died(why) => {
-                        format!("the jq program crashed its evaluator ({why}; deep recursion?)")
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(self.single(&mut guard, *r).await);
+        }
+        out
+    }
+
+    /// One request alone, each program on its own when they fail together, so that the
+    /// failure is charged to the program that caused it.
+    async fn single(&self, slot: &mut Option<Worker>, r: Request<'_>) -> Rendered {
+        let failed = |lost: Lost| Some(Outcome::Failed(lost.reason()));
+        match self.batch(slot, &[r], JQ_TIMEOUT).await {
+            Ok(mut one) => one.remove(0),
+            Err(lost) if r.filter.is_none() => Rendered {
+                filter: None,
+                body: failed(lost),
+            },
+            Err(lost) if r.body.is_none() => Rendered {
+                filter: failed(lost),
+                body: None,
+            },
+            Err(_) => {
+                let alone = Request { body: None, ..r };
+                let filter = match self.batch(slot, &[alone], JQ_TIMEOUT).await {
+                    Ok(mut one) => one.remove(0).filter,
+                    Err(lost) => {
+                        return Rendered {
+                            filter: failed(lost),
+                            body: None,
+                        };
                     }
-                })
+                };
+                let kept = matches!(&filter, Some(Outcome::Values(v)) if super::keeps(v));
+                let body = match kept {
+                    false => None,
+                    true => {
+                        let alone = Request { filter: None, ..r };
+                        match self.batch(slot, &[alone], JQ_TIMEOUT).await {
+                            Ok(mut one) => one.remove(0).body,
+                            Err(lost) => failed(lost),
+                        }
+                    }
+                };
+                Rendered { filter, body }
             }
         }
+    }
+
+    /// One batch on the worker (started if needed); a lost worker is killed and forgotten.
+    async fn batch(
+        &self,
+        slot: &mut Option<Worker>,
+        requests: &[Request<'_>],
+        deadline: Duration,
+    ) -> Result<Vec<Rendered>, Lost> {
+        if slot.is_none() {
+            *slot = Some(
+                self.spawn()
+                    .map_err(|e| Lost::Died(format!("cannot start: {e}")))?,
+            );
+        }
+        let Some(worker) = slot.as_mut() else {
+            return Err(Lost::Died("not running".to_owned()));
+        };
+        let lost = match tokio::time::timeout(deadline, Self::exchange(worker, requests)).await {
+            Ok(Ok(results)) => return Ok(results),
+            Ok(Err(e)) => e,
+            Err(_) => Lost::TimedOut,
+        };
+        if let Some(mut w) = slot.take() {
+            let _ = w.child.start_kill();
+            let _ = w.child.wait().await;
+        }
+        Err(lost)
     }
 
     fn spawn(&self) -> std::io::Result<Worker> {
@@ -127,46 +220,81 @@ impl JqPool {
         })
     }
 
-    async fn exchange(worker: &mut Worker, job: Job<'_>) -> Result<Outcome, Lost> {
-        let key = (job.code.to_owned(), job.secret.to_owned());
-        let id = match worker.defined.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = worker.defined.len();
-                let define = json!({"define": id, "code": job.code, "secret": job.secret});
-                if let Outcome::Failed(e) = Self::request(worker, &define).await? {
-                    return Ok(Outcome::Failed(e));
-                }
-                worker.defined.insert(key, id);
-                id
-            }
-        };
-        Self::request(worker, &json!({"run": id, "input": job.input})).await
+    /// The worker's id for a program, compiling it there first if needed.
+    async fn define(
+        worker: &mut Worker,
+        code: &str,
+        secret: &str,
+    ) -> Result<Result<usize, String>, Lost> {
+        let key = (code.to_owned(), secret.to_owned());
+        if let Some(id) = worker.defined.get(&key) {
+            return Ok(Ok(*id));
+        }
+        let id = worker.defined.len();
+        let answer = Self::request(
+            worker,
+            &json!({"define": id, "code": code, "secret": secret}),
+        )
+        .await?;
+        if let Value::String(e) = &answer["err"] {
+            return Ok(Err(e.clone()));
+        }
+        worker.defined.insert(key, id);
+        Ok(Ok(id))
     }
 
-    async fn request(worker: &mut Worker, request: &Value) -> Result<Outcome, Lost> {
+    async fn exchange(
+        worker: &mut Worker,
+        requests: &[Request<'_>],
+    ) -> Result<Vec<Rendered>, Lost> {
+        let mut batch = Vec::with_capacity(requests.len());
+        for r in requests {
+            let mut ids = [None, None];
+            for (slot, code) in ids.iter_mut().zip([r.filter, r.body]) {
+                if let Some(code) = code {
+                    match Self::define(worker, code, r.secret).await? {
+                        Ok(id) => *slot = Some(id),
+                        // Validated at load; a compile failure here fails every render.
+                        Err(e) => return Err(Lost::Died(format!("compile failed: {e}"))),
+                    }
+                }
+            }
+            batch.push(json!({"filter": ids[0], "body": ids[1], "input": r.input}));
+        }
+        let answer = Self::request(worker, &json!({ "batch": batch })).await?;
+        let results = answer["results"]
+            .as_array()
+            .filter(|a| a.len() == requests.len())
+            .ok_or_else(|| Lost::Died("answer without results".to_owned()))?;
+        Ok(results
+            .iter()
+            .map(|r| Rendered {
+                filter: outcome(&r["filter"]),
+                body: outcome(&r["body"]),
+            })
+            .collect())
+    }
+
+    async fn request(worker: &mut Worker, request: &Value) -> Result<Value, Lost> {
         let mut line = request.to_string();
         line.push('\n');
-        let io = async {
-            worker.stdin.write_all(line.as_bytes()).await?;
-            worker.stdin.flush().await?;
-            let mut answer = String::new();
-            match worker.stdout.read_line(&mut answer).await? {
-                0 => Err(std::io::Error::other("it exited")),
-                _ => Ok(answer),
+        worker
+            .stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| Lost::Died(e.to_string()))?;
+        worker
+            .stdin
+            .flush()
+            .await
+            .map_err(|e| Lost::Died(e.to_string()))?;
+        let mut answer = String::new();
+        match worker.stdout.read_line(&mut answer).await {
+            Ok(0) => Err(Lost::Died("it exited".to_owned())),
+            Ok(_) => {
+                serde_json::from_str(&answer).map_err(|e| Lost::Died(format!("bad answer: {e}")))
             }
-        };
-        let answer = match tokio::time::timeout(JQ_TIMEOUT, io).await {
-            Err(_) => return Err(Lost::TimedOut),
-            Ok(Err(e)) => return Err(Lost::Died(e.to_string())),
-            Ok(Ok(a)) => a,
-        };
-        let answer: Value =
-            serde_json::from_str(&answer).map_err(|e| Lost::Died(format!("bad answer: {e}")))?;
-        Ok(match (&answer["ok"], &answer["err"]) {
-            (Value::Array(out), _) => Outcome::Values(out.clone()),
-            (_, Value::String(e)) => Outcome::Failed(e.clone()),
-            _ => Outcome::Failed("the jq worker gave no answer".to_owned()),
-        })
+            Err(e) => Err(Lost::Died(e.to_string())),
+        }
     }
 }

@@ -3,18 +3,28 @@
 //!
 //! - `{"define": N, "code": "...", "secret": "..."}` compiles program N (answer `{"ok": []}`
 //!   or `{"err": "..."}`);
-//! - `{"run": N, "input": {...}}` runs program N on the input (answer `{"ok": [outputs…]}`, at
-//!   most two, or `{"err": "..."}`).
+//! - `{"batch": [{"filter": N|null, "body": M|null, "input": {...}}, …]}` renders events: for
+//!   each, the filter's outputs (at most two), then — only when the filter kept the event — the
+//!   body's; the answer is `{"results": [{"filter": R|null, "body": R|null}, …]}` with
+//!   `R = {"ok": [outputs…]} | {"err": "..."}`.
 //!
 //! A program that never ends or overflows the stack takes this process with it; the daemon kills
-//! or loses it, dead-letters that one event, and starts a new worker.
+//! or loses it, renders that batch one event at a time to find the culprit, dead-letters it,
+//! and starts a new worker.
 
 use std::io::{BufRead, Write};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Filter, compile, eval};
+use super::{Filter, compile, eval, keeps};
+
+#[derive(Deserialize)]
+struct Render {
+    filter: Option<usize>,
+    body: Option<usize>,
+    input: Value,
+}
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -24,15 +34,45 @@ enum Request {
         code: String,
         secret: String,
     },
-    Run {
-        run: usize,
-        input: Value,
+    Batch {
+        batch: Vec<Render>,
     },
+}
+
+type Programs = Vec<Option<(Filter, String)>>;
+
+fn run(programs: &Programs, id: usize, input: &Value) -> Result<Vec<Value>, String> {
+    match programs.get(id).and_then(Option::as_ref) {
+        Some((f, secret)) => eval(f, input, secret, 2),
+        None => Err(format!("program {id} is not defined")),
+    }
+}
+
+fn answer(r: &Result<Vec<Value>, String>) -> Value {
+    match r {
+        Ok(out) => json!({ "ok": out }),
+        Err(e) => json!({ "err": e }),
+    }
+}
+
+fn render(programs: &Programs, r: &Render) -> Value {
+    let filter = r.filter.map(|id| run(programs, id, &r.input));
+    let kept = filter
+        .as_ref()
+        .is_none_or(|f| f.as_ref().is_ok_and(|v| keeps(v)));
+    let body = r
+        .body
+        .filter(|_| kept)
+        .map(|id| run(programs, id, &r.input));
+    json!({
+        "filter": filter.as_ref().map(answer),
+        "body": body.as_ref().map(answer),
+    })
 }
 
 /// Serves requests from stdin until it closes.
 pub fn serve() -> std::io::Result<()> {
-    let mut programs: Vec<Option<(Filter, String)>> = Vec::new();
+    let mut programs: Programs = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -51,13 +91,10 @@ pub fn serve() -> std::io::Result<()> {
                 }
                 Err(e) => json!({ "err": e.to_string() }),
             },
-            Ok(Request::Run { run, input }) => match programs.get(run).and_then(Option::as_ref) {
-                Some((f, secret)) => match eval(f, &input, secret, 2) {
-                    Ok(out) => json!({ "ok": out }),
-                    Err(e) => json!({ "err": e }),
-                },
-                None => json!({ "err": format!("program {run} is not defined") }),
-            },
+            Ok(Request::Batch { batch }) => {
+                let results: Vec<Value> = batch.iter().map(|r| render(&programs, r)).collect();
+                json!({ "results": results })
+            }
             Err(e) => json!({ "err": format!("bad request: {e}") }),
         };
         serde_json::to_writer(&mut stdout, &answer)?;

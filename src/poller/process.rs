@@ -13,7 +13,7 @@ use crate::config::{Destination, EmitSet, FirstPoll, Source};
 use crate::diff::{ChangeKind, Diff, ItemState, diff_above};
 use crate::event::{EventType, Payload, changes, event_id, timestamp};
 use crate::extract::{ExtractError, Extraction, Item, Mode, RawIndex, extract_with};
-use crate::jq::{Job, Outcome};
+use crate::jq::{Outcome, Rendered, Request};
 use crate::status::Registry;
 use crate::store::{Delivery, ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
 
@@ -274,65 +274,98 @@ pub enum Rendering {
     Failed(String),
 }
 
-/// Runs `dest`'s `filter` then `body` on the event `input`.
-pub async fn render_for(jq: &crate::jq::JqPool, dest: &Destination, input: &Value) -> Rendering {
-    let secret = dest.secrets.first().map_or("", |s| s.expose());
-    let job = |code| Job {
-        code,
-        secret,
+/// The render request of one event for `dest`.
+fn request<'a>(dest: &'a Destination, input: &'a Value) -> Request<'a> {
+    Request {
+        filter: dest.filter.as_ref().map(|p| p.0.as_str()),
+        body: dest.body.as_ref().map(|p| p.0.as_str()),
+        secret: dest.secrets.first().map_or("", |s| s.expose()),
         input,
-    };
-    if let Some(filter) = &dest.filter {
-        match one_value(jq.run(job(&filter.0)).await, "filter", secret) {
+    }
+}
+
+/// What the outcomes of `dest`'s programs mean for the delivery.
+fn decide(dest: &Destination, rendered: Rendered) -> Rendering {
+    let secret = dest.secrets.first().map_or("", |s| s.expose());
+    if let Some(filter) = rendered.filter {
+        match one_value(filter, "filter", secret) {
             Ok(Value::Null | Value::Bool(false)) => return Rendering::Filtered,
             Ok(_) => {}
             Err(why) => return Rendering::Failed(why),
         }
     }
-    match &dest.body {
-        Some(body) => match one_value(jq.run(job(&body.0)).await, "body", secret) {
+    match (rendered.body, &dest.body) {
+        (Some(body), _) => match one_value(body, "body", secret) {
             Ok(v) => Rendering::Body(Some(v.to_string().into_bytes())),
             Err(why) => Rendering::Failed(why),
         },
-        None => Rendering::Body(None),
+        (None, Some(_)) => Rendering::Failed("the body program did not run".to_owned()),
+        (None, None) => Rendering::Body(None),
+    }
+}
+
+/// Runs `dest`'s `filter` then `body` on the event `input`.
+pub async fn render_for(jq: &crate::jq::JqPool, dest: &Destination, input: &Value) -> Rendering {
+    let rendered = jq.render(&[request(dest, input)]).await;
+    match rendered.into_iter().next() {
+        Some(r) => decide(dest, r),
+        None => Rendering::Failed("the jq worker gave no answer".to_owned()),
     }
 }
 
 /// Applies each destination's `filter` and `body` jq programs to the events of a commit, before
-/// it is written: a dropped event gets no delivery for that destination (counted as
-/// `filtered`), a rendered body is stored with its delivery, and a program that fails, yields
-/// nothing or yields several values makes that delivery a dead letter with the reason.
+/// it is written, in one round trip to the jq worker: a dropped event gets no delivery for that
+/// destination (counted as `filtered`), a rendered body is stored with its delivery, and a
+/// program that fails, yields nothing or yields several values makes that delivery a dead
+/// letter with the reason.
 pub async fn render(
     jq: &crate::jq::JqPool,
     dests: &BTreeMap<String, Arc<Destination>>,
     registry: &Registry,
     commit: &mut PollCommit,
 ) {
-    for event in &mut commit.events {
-        let mut envelope: Option<Value> = None;
-        let mut kept = Vec::with_capacity(event.deliveries.len());
-        for mut d in std::mem::take(&mut event.deliveries) {
-            let Some(dest) = dests
-                .get(&d.destination)
-                .filter(|x| x.filter.is_some() || x.body.is_some())
-            else {
-                kept.push(d);
-                continue;
-            };
-            let input = envelope
-                .get_or_insert_with(|| serde_json::from_slice(&event.body).unwrap_or(Value::Null));
-            match render_for(jq, dest, input).await {
-                Rendering::Filtered => {
-                    metrics::counter!(crate::telemetry::DELIVERIES, "destination" => d.destination.clone(), "outcome" => "filtered").increment(1);
-                    registry.count_filtered(&d.destination);
-                    continue;
-                }
-                Rendering::Body(body) => d.body = body.map(Arc::from),
-                Rendering::Failed(why) => dead(&mut d, &event.id, why),
+    let programmed = |name: &str| {
+        dests
+            .get(name)
+            .filter(|d| d.filter.is_some() || d.body.is_some())
+    };
+    let envelopes: Vec<Option<Value>> = commit
+        .events
+        .iter()
+        .map(|e| {
+            e.deliveries
+                .iter()
+                .any(|d| programmed(&d.destination).is_some())
+                .then(|| serde_json::from_slice(&e.body).unwrap_or(Value::Null))
+        })
+        .collect();
+    let mut at = Vec::new();
+    let mut requests = Vec::new();
+    for (e, event) in commit.events.iter().enumerate() {
+        for (i, d) in event.deliveries.iter().enumerate() {
+            if let (Some(dest), Some(input)) = (programmed(&d.destination), &envelopes[e]) {
+                at.push((e, i, dest.clone()));
+                requests.push(request(dest, input));
             }
-            kept.push(d);
         }
-        event.deliveries = kept;
+    }
+    let results = jq.render(&requests).await;
+    let mut dropped = Vec::new();
+    for ((e, i, dest), rendered) in at.into_iter().zip(results) {
+        let event = &mut commit.events[e];
+        let d = &mut event.deliveries[i];
+        match decide(&dest, rendered) {
+            Rendering::Filtered => {
+                metrics::counter!(crate::telemetry::DELIVERIES, "destination" => d.destination.clone(), "outcome" => "filtered").increment(1);
+                registry.count_filtered(&d.destination);
+                dropped.push((e, i));
+            }
+            Rendering::Body(body) => d.body = body.map(Arc::from),
+            Rendering::Failed(why) => dead(d, &event.id, why),
+        }
+    }
+    for (e, i) in dropped.into_iter().rev() {
+        commit.events[e].deliveries.remove(i);
     }
 }
 

@@ -80,6 +80,12 @@ proptest! {
         pollhook::fuzz::extract_diff(&data);
     }
 
+    /// The jq compiler never panics on jq-like text.
+    #[test]
+    fn jq_compiler_takes_any_text(text in r#"[.\[\]{}()|,:;$a-z0-9 "+*/<>=!?-]{0,40}"#) {
+        pollhook::fuzz::jq(text.as_bytes());
+    }
+
     /// The header parsers never panic, and every wait they yield is capped.
     #[test]
     fn header_parsers_take_any_text(
