@@ -122,6 +122,16 @@ pub fn eval(
     max: usize,
 ) -> Result<Vec<Value>, String> {
     let input: Val = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+    eval_val(filter, input, secret, max)
+}
+
+/// [`eval`] on a value already in jaq's form.
+pub fn eval_val(
+    filter: &Filter,
+    input: Val,
+    secret: &str,
+    max: usize,
+) -> Result<Vec<Value>, String> {
     let ctx = Ctx::<JustLut<Val>>::new(&filter.lut, Vars::new([Val::from(secret.to_owned())]));
     filter
         .id

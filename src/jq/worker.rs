@@ -17,33 +17,33 @@ use std::io::{BufRead, Write};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Filter, compile, eval, keeps};
+use jaq_json::Val;
+
+use super::{Filter, compile, eval_val, keeps};
 
 #[derive(Deserialize)]
 struct Render {
     filter: Option<usize>,
     body: Option<usize>,
-    input: Value,
+    /// Parsed straight into jaq's value type: no intermediate `serde_json::Value`.
+    input: Val,
 }
 
+/// One request: `define` with `code` and `secret`, or `batch`. A plain struct rather than an
+/// untagged enum, which would buffer the whole (large) batch before parsing it.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Request {
-    Define {
-        define: usize,
-        code: String,
-        secret: String,
-    },
-    Batch {
-        batch: Vec<Render>,
-    },
+struct Request {
+    define: Option<usize>,
+    code: Option<String>,
+    secret: Option<String>,
+    batch: Option<Vec<Render>>,
 }
 
 type Programs = Vec<Option<(Filter, String)>>;
 
-fn run(programs: &Programs, id: usize, input: &Value) -> Result<Vec<Value>, String> {
+fn run(programs: &Programs, id: usize, input: &Val) -> Result<Vec<Value>, String> {
     match programs.get(id).and_then(Option::as_ref) {
-        Some((f, secret)) => eval(f, input, secret, 2),
+        Some((f, secret)) => eval_val(f, input.clone(), secret, 2),
         None => Err(format!("program {id} is not defined")),
     }
 }
@@ -77,24 +77,28 @@ pub fn serve() -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
         let answer = match serde_json::from_str::<Request>(&line?) {
-            Ok(Request::Define {
-                define,
-                code,
+            Ok(Request {
+                define: Some(define),
+                code: Some(code),
                 secret,
+                ..
             }) => match compile(&code) {
                 Ok(f) => {
                     if programs.len() <= define {
                         programs.resize_with(define + 1, || None);
                     }
-                    programs[define] = Some((f, secret));
+                    programs[define] = Some((f, secret.unwrap_or_default()));
                     json!({ "ok": [] })
                 }
                 Err(e) => json!({ "err": e.to_string() }),
             },
-            Ok(Request::Batch { batch }) => {
+            Ok(Request {
+                batch: Some(batch), ..
+            }) => {
                 let results: Vec<Value> = batch.iter().map(|r| render(&programs, r)).collect();
                 json!({ "results": results })
             }
+            Ok(_) => json!({ "err": "bad request: neither define nor batch" }),
             Err(e) => json!({ "err": format!("bad request: {e}") }),
         };
         serde_json::to_writer(&mut stdout, &answer)?;
