@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -92,11 +93,43 @@ impl Lost {
     }
 }
 
-fn outcome(v: &Value) -> Option<Outcome> {
-    match (&v["ok"], &v["err"]) {
-        (Value::Array(out), _) => Some(Outcome::Values(out.clone())),
-        (_, Value::String(e)) => Some(Outcome::Failed(e.clone())),
-        _ => None,
+/// One event of a batch line, borrowing the event (no copy before encoding).
+#[derive(Serialize)]
+struct RenderLine<'a> {
+    filter: Option<usize>,
+    body: Option<usize>,
+    input: &'a Value,
+}
+
+#[derive(Serialize)]
+struct BatchLine<'a> {
+    batch: Vec<RenderLine<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<ResultLine>,
+}
+
+#[derive(Deserialize)]
+struct ResultLine {
+    filter: Option<ProgramAnswer>,
+    body: Option<ProgramAnswer>,
+}
+
+#[derive(Deserialize)]
+struct ProgramAnswer {
+    ok: Option<Vec<Value>>,
+    err: Option<String>,
+}
+
+impl From<ProgramAnswer> for Outcome {
+    fn from(a: ProgramAnswer) -> Outcome {
+        match (a.ok, a.err) {
+            (Some(out), _) => Outcome::Values(out),
+            (None, Some(e)) => Outcome::Failed(e),
+            (None, None) => Outcome::Failed("the jq worker gave no answer".to_owned()),
+        }
     }
 }
 
@@ -259,24 +292,37 @@ impl JqPool {
                     }
                 }
             }
-            batch.push(json!({"filter": ids[0], "body": ids[1], "input": r.input}));
+            batch.push(RenderLine {
+                filter: ids[0],
+                body: ids[1],
+                input: r.input,
+            });
         }
-        let answer = Self::request(worker, &json!({ "batch": batch })).await?;
-        let results = answer["results"]
-            .as_array()
-            .filter(|a| a.len() == requests.len())
-            .ok_or_else(|| Lost::Died("answer without results".to_owned()))?;
-        Ok(results
-            .iter()
+        let line = serde_json::to_string(&BatchLine { batch })
+            .map_err(|e| Lost::Died(format!("cannot encode the batch: {e}")))?;
+        let answer = Self::send(worker, line).await?;
+        let answer: BatchAnswer =
+            serde_json::from_str(&answer).map_err(|e| Lost::Died(format!("bad answer: {e}")))?;
+        if answer.results.len() != requests.len() {
+            return Err(Lost::Died("answer without results".to_owned()));
+        }
+        Ok(answer
+            .results
+            .into_iter()
             .map(|r| Rendered {
-                filter: outcome(&r["filter"]),
-                body: outcome(&r["body"]),
+                filter: r.filter.map(Outcome::from),
+                body: r.body.map(Outcome::from),
             })
             .collect())
     }
 
     async fn request(worker: &mut Worker, request: &Value) -> Result<Value, Lost> {
-        let mut line = request.to_string();
+        let answer = Self::send(worker, request.to_string()).await?;
+        serde_json::from_str(&answer).map_err(|e| Lost::Died(format!("bad answer: {e}")))
+    }
+
+    /// Writes one request line and reads one answer line.
+    async fn send(worker: &mut Worker, mut line: String) -> Result<String, Lost> {
         line.push('\n');
         worker
             .stdin
@@ -291,9 +337,7 @@ impl JqPool {
         let mut answer = String::new();
         match worker.stdout.read_line(&mut answer).await {
             Ok(0) => Err(Lost::Died("it exited".to_owned())),
-            Ok(_) => {
-                serde_json::from_str(&answer).map_err(|e| Lost::Died(format!("bad answer: {e}")))
-            }
+            Ok(_) => Ok(answer),
             Err(e) => Err(Lost::Died(e.to_string())),
         }
     }
