@@ -179,13 +179,8 @@ pub struct SignArgs {
     #[arg(long, requires = "destination")]
     pub event: Option<PathBuf>,
     /// With --destination: the config file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        default_value = "bridge.yaml",
-        env = "POLLHOOK_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// Event id (default: a fixed example id).
     #[arg(long, default_value = "evt_test")]
     pub id: String,

@@ -58,7 +58,7 @@ fn event(args: &SignArgs, now: i64) -> anyhow::Result<Value> {
 
 /// `pollhook sign --destination NAME`.
 pub async fn sign_destination(args: &SignArgs, name: &str) -> anyhow::Result<()> {
-    let config = config::load(&args.config)?;
+    let config = config::load(&args.config.path)?;
     let dest = destination(&config, name)?;
     let now = args
         .timestamp
