@@ -24,8 +24,8 @@ use crate::status::Registry;
 use crate::store::{GuardPass, SourceMeta, SourceSnapshot, Store, StoreError};
 pub use fetch::{FetchError, Fetched, Validators, fetch, fetch_if};
 use process::{
-    body_fingerprint, build_commit, extract_and_diff, flood, previous_keys, settings_fingerprint,
-    update_index,
+    body_fingerprint, build_commit, extract_and_diff, flood, legacy_settings_fingerprint,
+    previous_keys, settings_fingerprint, update_index,
 };
 use rate_limit::Gate;
 pub use rate_limit::Limits;
@@ -129,6 +129,7 @@ impl Poller {
     /// Polls once: fetch, extract, diff, commit. Every step that fails leaves the stored state,
     /// the in-memory copy and the page cache as they were.
     pub async fn poll(&mut self, ctx: &PollContext) -> Result<PollOutcome, PollError> {
+        self.upgrade_fingerprint(ctx).await?;
         // Validators stand for the stored state only when it was computed with these settings.
         let current = self.snapshot.meta.initialized
             && self.snapshot.meta.fingerprint.as_deref() == Some(self.settings.as_str());
@@ -280,6 +281,25 @@ impl Poller {
         }
         self.snapshot.meta = meta;
         Ok(events)
+    }
+
+    /// A state stored under the legacy fingerprint of these same settings is current: store the
+    /// versioned fingerprint instead (once), rather than re-baselining.
+    async fn upgrade_fingerprint(&mut self, ctx: &PollContext) -> Result<(), StoreError> {
+        let stored = self.snapshot.meta.fingerprint.as_deref();
+        if stored.is_none() || stored == Some(self.settings.as_str()) {
+            return Ok(());
+        }
+        if stored != Some(legacy_settings_fingerprint(&self.source).as_str()) {
+            return Ok(());
+        }
+        let meta = SourceMeta {
+            fingerprint: Some(self.settings.clone()),
+            ..self.snapshot.meta.clone()
+        };
+        ctx.store.set_meta(&self.source.name, meta.clone()).await?;
+        self.snapshot.meta = meta;
+        Ok(())
     }
 
     /// Keeps a successful run's page validators for the next run.

@@ -69,8 +69,44 @@ pub fn flood(source: &Source, ex: &Extracted, live: usize) -> Option<String> {
     })
 }
 
-/// Fingerprint of the extraction settings; when it changes the source is re-baselined.
+/// Version tag of the settings encoding: bump it only when extraction semantics change on
+/// purpose (every source then re-baselines once).
+const SETTINGS_ENCODING: &str = "extract-v1";
+
+/// Fingerprint of the extraction settings (`items`, `key`, `version`, `ignore`, `mode`); when
+/// it changes the source is re-baselined. An explicit, versioned encoding of the settings, so
+/// that no change of a `Debug` derive or a dependency can re-baseline every source.
 pub fn settings_fingerprint(source: &Source) -> String {
+    let spec = &source.extract;
+    let mut h = blake3::Hasher::new();
+    let mut field = |s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(SETTINGS_ENCODING);
+    field(match spec.mode {
+        Mode::Items => "items",
+        Mode::Document => "document",
+    });
+    field(spec.items.as_str());
+    field(spec.key.as_str());
+    match &spec.version {
+        Some(p) => {
+            field("version");
+            field(p.as_str());
+        }
+        None => field("no version"),
+    }
+    field(&spec.ignore.len().to_string());
+    for p in &spec.ignore {
+        field(p.as_str());
+    }
+    format!("v1:{}", &h.finalize().to_hex()[..16])
+}
+
+/// The fingerprint releases before the versioned encoding stored (a hash of the settings'
+/// `Debug` text); still recognised so that upgrading re-baselines nothing.
+pub fn legacy_settings_fingerprint(source: &Source) -> String {
     let text = format!("{:?}", source.extract);
     blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
 }
@@ -393,4 +429,33 @@ fn dead(d: &mut Delivery, event: &str, why: String) {
     tracing::warn!(destination = %d.destination, event = %event, "a jq program failed; the delivery is dead-lettered (see pollhook dead list)");
     tracing::debug!(destination = %d.destination, event = %event, reason = %why, "jq failure");
     d.dead = Some(why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(extra: &str) -> Arc<Source> {
+        let yaml = format!(
+            "destinations:\n  d:\n    url: http://127.0.0.1:9/h\n    signature: none\nsources:\n  s:\n    url: http://127.0.0.1:9/x\n    every: 1h\n    items: /data\n    key: /id\n    to: [d]\n{extra}"
+        );
+        let config =
+            crate::config::load_str(&yaml, std::path::Path::new("/tmp/bridge.yaml"), &|_| None)
+                .unwrap();
+        config.sources["s"].clone()
+    }
+
+    /// The settings fingerprint is a fixed, versioned encoding: these values may only change
+    /// together with `SETTINGS_ENCODING` (which re-baselines every source once).
+    #[test]
+    fn settings_fingerprint_is_a_stable_encoding() {
+        let plain = source("");
+        let full = source("    version: /updated_at\n    ignore: [/reactions]\n");
+        assert_eq!(settings_fingerprint(&plain), "v1:8bc1b50934f2c245");
+        assert_eq!(settings_fingerprint(&full), "v1:98f5a2bbe54d929e");
+        assert_ne!(
+            settings_fingerprint(&plain),
+            legacy_settings_fingerprint(&plain)
+        );
+    }
 }

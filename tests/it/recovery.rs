@@ -222,3 +222,40 @@ async fn reconcile_queues_stranded_rows_once() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// A state stored under the legacy (Debug-text) settings fingerprint by an older release is
+/// recognised: upgrading does not re-baseline, so a change made meanwhile is still sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_settings_fingerprint_does_not_rebaseline() {
+    let up = Upstream::start(&json!([{"id": 1, "v": 1}]).to_string()).await;
+    let rx = receiver(204).await;
+    let yaml = simple_yaml(&up.url, &rx.uri(), "");
+    let d = Daemon::start(&yaml);
+    up.wait_polls(2).await;
+    let dir = d.stop().await;
+    {
+        let config = crate::helpers::config_in(dir.path(), &yaml);
+        let legacy =
+            pollhook::poller::process::legacy_settings_fingerprint(&config.sources["things"]);
+        let store = pollhook::store::open(&dir.path().join("state.redb"), None).unwrap();
+        let mut meta = store.backend().load_source("things").unwrap().meta;
+        assert!(meta.initialized);
+        meta.fingerprint = Some(legacy);
+        store.set_meta("things", meta).await.unwrap();
+        store.close().await;
+    }
+    up.set(Reply::Json(json!([{"id": 1, "v": 2}]).to_string()));
+    let d = Daemon::start_in(dir, &yaml);
+    wait_until(
+        T,
+        "the change sent, not swallowed by a re-baseline",
+        || async {
+            events(&rx)
+                .await
+                .iter()
+                .any(|e| e["type"] == "item.updated")
+        },
+    )
+    .await;
+    d.stop().await;
+}
