@@ -188,12 +188,13 @@ fn render_filter_sign(c: &mut Criterion) {
     const BATCH: usize = 100;
     g.throughput(Throughput::Elements(BATCH as u64));
     let secret = dest.secrets[0].expose();
+    let raw = serde_json::value::to_raw_value(&event).unwrap();
     let requests: Vec<pollhook::jq::Request> = (0..BATCH)
         .map(|_| pollhook::jq::Request {
             filter: dest.filter.as_ref().map(|p| p.0.as_str()),
             body: dest.body.as_ref().map(|p| p.0.as_str()),
             secret,
-            input: &event,
+            input: &raw,
         })
         .collect();
     g.bench_function("batch_of_100", |b| {

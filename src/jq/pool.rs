@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -30,8 +31,8 @@ pub struct Request<'a> {
     pub body: Option<&'a str>,
     /// `$secret`.
     pub secret: &'a str,
-    /// The event.
-    pub input: &'a Value,
+    /// The event, as JSON text (sent to the worker as is: no parse and re-encode per event).
+    pub input: &'a RawValue,
 }
 
 /// What one program produced.
@@ -98,7 +99,7 @@ impl Lost {
 struct RenderLine<'a> {
     filter: Option<usize>,
     body: Option<usize>,
-    input: &'a Value,
+    input: &'a RawValue,
 }
 
 #[derive(Serialize)]

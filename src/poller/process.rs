@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{Destination, EmitSet, FirstPoll, Source};
 use crate::diff::{ChangeKind, Diff, ItemState, diff_above};
@@ -311,7 +312,7 @@ pub enum Rendering {
 }
 
 /// The render request of one event for `dest`.
-fn request<'a>(dest: &'a Destination, input: &'a Value) -> Request<'a> {
+fn request<'a>(dest: &'a Destination, input: &'a RawValue) -> Request<'a> {
     Request {
         filter: dest.filter.as_ref().map(|p| p.0.as_str()),
         body: dest.body.as_ref().map(|p| p.0.as_str()),
@@ -342,7 +343,11 @@ fn decide(dest: &Destination, rendered: Rendered) -> Rendering {
 
 /// Runs `dest`'s `filter` then `body` on the event `input`.
 pub async fn render_for(jq: &crate::jq::JqPool, dest: &Destination, input: &Value) -> Rendering {
-    let rendered = jq.render(&[request(dest, input)]).await;
+    let raw = match serde_json::value::to_raw_value(input) {
+        Ok(raw) => raw,
+        Err(e) => return Rendering::Failed(format!("the event is not JSON: {e}")),
+    };
+    let rendered = jq.render(&[request(dest, &raw)]).await;
     match rendered.into_iter().next() {
         Some(r) => decide(dest, r),
         None => Rendering::Failed("the jq worker gave no answer".to_owned()),
@@ -365,21 +370,23 @@ pub async fn render(
             .get(name)
             .filter(|d| d.filter.is_some() || d.body.is_some())
     };
-    let envelopes: Vec<Option<Value>> = commit
+    // The envelopes are JSON we built: borrowed as raw text, not parsed into values.
+    let envelopes: Vec<Option<&RawValue>> = commit
         .events
         .iter()
         .map(|e| {
             e.deliveries
                 .iter()
                 .any(|d| programmed(&d.destination).is_some())
-                .then(|| serde_json::from_slice(&e.body).unwrap_or(Value::Null))
+                .then(|| serde_json::from_slice::<&RawValue>(&e.body).ok())
+                .flatten()
         })
         .collect();
     let mut at = Vec::new();
     let mut requests = Vec::new();
     for (e, event) in commit.events.iter().enumerate() {
         for (i, d) in event.deliveries.iter().enumerate() {
-            if let (Some(dest), Some(input)) = (programmed(&d.destination), &envelopes[e]) {
+            if let (Some(dest), Some(input)) = (programmed(&d.destination), envelopes[e]) {
                 at.push((e, i, dest.clone()));
                 requests.push(request(dest, input));
             }
