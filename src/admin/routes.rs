@@ -171,7 +171,7 @@ fn dead_json(row: &OutboxRow) -> Value {
 
 /// `GET /v1/dead`.
 pub async fn dead(State(s): State<AdminState>) -> Response {
-    match s.store.backend().dead() {
+    match s.store.backend().dead_headers() {
         Ok(rows) => {
             Json(json!({ "dead": rows.iter().map(dead_json).collect::<Vec<_>>() })).into_response()
         }
@@ -196,7 +196,7 @@ pub async fn retry_one(State(s): State<AdminState>, Path(id): Path<u64>) -> Resp
     let exists = s
         .store
         .backend()
-        .dead()
+        .dead_headers()
         .map(|rows| rows.iter().any(|r| r.seq == id))
         .unwrap_or(false);
     if !exists {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Controls, ReloadRequest};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Destinations};
 use crate::delivery::{DispatchCmd, Dispatcher, now_ms, settle_loop};
 use crate::poller::{self, PollContext};
 use crate::shutdown::DRAIN_DEADLINE;
@@ -32,6 +32,11 @@ use supervise::supervised;
 
 /// How often expired dead letters, tombstones and removed sources are purged, at most.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
+/// Unix ms `age` before `now_ms` (saturating: a huge age is the beginning of time).
+fn ago(now_ms: i64, age: Duration) -> i64 {
+    now_ms.saturating_sub(age.as_millis().try_into().unwrap_or(i64::MAX))
+}
 
 /// Housekeeping runs hourly, or at a quarter of the shortest retention (at least every second),
 /// so nothing outlives its retention by much.
@@ -195,17 +200,15 @@ pub async fn run(
     }
 }
 
-/// The current destinations, shared with the pollers (their jq programs) and the dispatcher's
-/// supervisor (a restarted dispatcher starts with the config in force).
-type SharedDests = crate::config::Destinations;
-
 /// The running delivery side: the supervised dispatcher and the settle writer.
 struct Delivery {
     commands: mpsc::UnboundedSender<DispatchCmd>,
     task: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
     settle: tokio::task::JoinHandle<()>,
-    dests: SharedDests,
+    /// The current destinations, shared with the pollers (their jq programs) and the
+    /// dispatcher's supervisor (a restarted dispatcher starts with the config in force).
+    dests: Destinations,
 }
 
 impl Delivery {
@@ -221,7 +224,7 @@ impl Delivery {
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let client = crate::http::destination_client().map_err(DaemonError::Client)?;
-        let dests: SharedDests = Arc::new(RwLock::new(config.destinations.clone()));
+        let dests: Destinations = Arc::new(RwLock::new(config.destinations.clone()));
         let settle = tokio::spawn(settle_loop(store.clone(), settle_rx));
         let stop = CancellationToken::new();
         // Shared by the runs of the supervised dispatcher: a run that panics drops its guard.
@@ -303,7 +306,7 @@ struct Daemon {
     store: Store,
     registry: Arc<Registry>,
     dispatch: mpsc::UnboundedSender<DispatchCmd>,
-    dests: SharedDests,
+    dests: Destinations,
     sources: SourceSet,
 }
 
@@ -459,8 +462,7 @@ impl Daemon {
     /// of sources missing from the config for longer than that.
     async fn prune(&self) {
         let now = now_ms();
-        let ttl = self.config.tombstone_ttl.as_millis();
-        let cut = now.saturating_sub(ttl.try_into().unwrap_or(i64::MAX));
+        let cut = ago(now, self.config.tombstone_ttl);
         let mut pruned = 0;
         for name in self.config.sources.keys() {
             match self.store.prune_tombstones(name, cut, now).await {
@@ -492,7 +494,7 @@ impl Daemon {
         let Some(max_age) = self.config.dead_letter_max_age else {
             return;
         };
-        let cut = now_ms().saturating_sub(max_age.as_millis().try_into().unwrap_or(i64::MAX));
+        let cut = ago(now_ms(), max_age);
         match self.store.purge_dead(Some(cut)).await {
             Ok(0) => {}
             Ok(n) => {

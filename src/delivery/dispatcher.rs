@@ -174,8 +174,7 @@ impl Dispatcher {
     fn set_destinations(&mut self, dests: &[Arc<Destination>]) {
         self.senders.iter_mut().for_each(|s| *s = None);
         for dest in dests {
-            let i = self.queue.dest(&dest.name);
-            self.grow();
+            let i = self.slot(&dest.name);
             self.senders[i] = Some(Sender {
                 dest: dest.clone(),
                 signer: Arc::new(Signer::new(dest)),
@@ -183,21 +182,23 @@ impl Dispatcher {
         }
     }
 
-    fn grow(&mut self) {
+    /// The queue index of destination `name`, with its per-destination slots in place.
+    fn slot(&mut self, name: &str) -> usize {
+        let i = self.queue.dest(name);
         let n = self.queue.dests.len();
         self.senders.resize_with(n, || None);
         self.inflight.resize(n, 0);
         self.dead.resize(n, 0);
+        i
     }
 
     /// Recounts dead letters per destination (start, and after operator changes).
     fn count_dead(&mut self) {
-        match self.store.backend().dead() {
+        match self.store.backend().dead_headers() {
             Ok(rows) => {
                 self.dead.iter_mut().for_each(|n| *n = 0);
                 for r in rows {
-                    let i = self.queue.dest(&r.destination);
-                    self.grow();
+                    let i = self.slot(&r.destination);
                     self.dead[i] += 1;
                 }
             }
@@ -209,8 +210,7 @@ impl Dispatcher {
     /// program failed) is only counted.
     pub fn add(&mut self, row: &OutboxRow) {
         if row.dead_reason.is_some() {
-            let i = self.queue.dest(&row.destination);
-            self.grow();
+            let i = self.slot(&row.destination);
             self.dead[i] += 1;
             return;
         }

@@ -112,9 +112,14 @@ pub struct Poller {
 impl Poller {
     /// Loads the source's stored state.
     pub fn load(source: Arc<Source>, ctx: &PollContext) -> Result<Poller, StoreError> {
-        let snapshot = ctx.store.backend().load_source(&source.name)?;
+        let mut snapshot = ctx.store.backend().load_source(&source.name)?;
         let gate = Gate::new(ctx.limits.host(&source.request.url), source.rate);
         let settings = settings_fingerprint(&source);
+        // A state stored under the legacy fingerprint of these same settings is current: it is
+        // not re-baselined, and the next write stores the versioned fingerprint.
+        if snapshot.meta.fingerprint.as_deref() == Some(&legacy_settings_fingerprint(&source)) {
+            snapshot.meta.fingerprint = Some(settings.clone());
+        }
         Ok(Poller {
             source,
             snapshot,
@@ -129,7 +134,6 @@ impl Poller {
     /// Polls once: fetch, extract, diff, commit. Every step that fails leaves the stored state,
     /// the in-memory copy and the page cache as they were.
     pub async fn poll(&mut self, ctx: &PollContext) -> Result<PollOutcome, PollError> {
-        self.upgrade_fingerprint(ctx).await?;
         // Validators stand for the stored state only when it was computed with these settings.
         let current = self.snapshot.meta.initialized
             && self.snapshot.meta.fingerprint.as_deref() == Some(self.settings.as_str());
@@ -252,13 +256,21 @@ impl Poller {
             last_modified: validators.last_modified,
         };
         let mut commit = build_commit(&self.source, meta, &ex, &previous, Utc::now())?;
-        if !commit.events.is_empty() {
-            let dests = ctx
-                .destinations
-                .read()
-                .map(|d| d.clone())
-                .unwrap_or_default();
-            process::render(&ctx.jq, &dests, &ctx.registry, &mut commit).await;
+        // Only this source's destinations with jq programs take part in rendering.
+        let programmed: std::collections::BTreeMap<_, _> = ctx
+            .destinations
+            .read()
+            .map(|d| {
+                self.source
+                    .to
+                    .iter()
+                    .filter_map(|name| d.get(name).map(|dest| (name.clone(), dest.clone())))
+                    .filter(|(_, dest)| dest.filter.is_some() || dest.body.is_some())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !commit.events.is_empty() && !programmed.is_empty() {
+            process::render(&ctx.jq, &programmed, &ctx.registry, &mut commit).await;
         }
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         // The writer hands the committed rows to the dispatcher itself.
@@ -281,25 +293,6 @@ impl Poller {
         }
         self.snapshot.meta = meta;
         Ok(events)
-    }
-
-    /// A state stored under the legacy fingerprint of these same settings is current: store the
-    /// versioned fingerprint instead (once), rather than re-baselining.
-    async fn upgrade_fingerprint(&mut self, ctx: &PollContext) -> Result<(), StoreError> {
-        let stored = self.snapshot.meta.fingerprint.as_deref();
-        if stored.is_none() || stored == Some(self.settings.as_str()) {
-            return Ok(());
-        }
-        if stored != Some(legacy_settings_fingerprint(&self.source).as_str()) {
-            return Ok(());
-        }
-        let meta = SourceMeta {
-            fingerprint: Some(self.settings.clone()),
-            ..self.snapshot.meta.clone()
-        };
-        ctx.store.set_meta(&self.source.name, meta.clone()).await?;
-        self.snapshot.meta = meta;
-        Ok(())
     }
 
     /// Keeps a successful run's page validators for the next run.

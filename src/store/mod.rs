@@ -346,6 +346,8 @@ pub trait Backend: Send + Sync + 'static {
     fn outbox_row(&self, seq: u64) -> Result<Option<OutboxRow>, StoreError>;
     /// Every dead letter, in `seq` order.
     fn dead(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Every dead letter without its body, in `seq` order (listing and counting).
+    fn dead_headers(&self) -> Result<Vec<OutboxRow>, StoreError>;
 }
 
 /// Opens the default engine (redb) at `path` and starts its writer, which hands committed

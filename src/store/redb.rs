@@ -209,7 +209,10 @@ impl RedbBackend {
         let mut superseded = Vec::new();
         let wanted: Vec<u64> = match seqs {
             Some(list) => list.to_vec(),
-            None => read_rows(&dead)?.into_iter().map(|r| r.seq).collect(),
+            None => read_rows(&dead, decode_header)?
+                .into_iter()
+                .map(|r| r.seq)
+                .collect(),
         };
         let mut rows = Vec::new();
         for seq in wanted {
@@ -246,7 +249,7 @@ impl RedbBackend {
 
     fn purge(txn: &WriteTransaction, before_ms: Option<i64>) -> Result<usize, StoreError> {
         let mut dead = txn.open_table(DEAD).map_err(be)?;
-        let doomed: Vec<u64> = read_rows(&dead)?
+        let doomed: Vec<u64> = read_rows(&dead, decode_header)?
             .into_iter()
             .filter(|r| before_ms.is_none_or(|cut| r.dead_ms.unwrap_or(0) < cut))
             .map(|r| r.seq)
@@ -268,11 +271,16 @@ fn read_row(
     }
 }
 
-fn read_rows(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Vec<OutboxRow>, StoreError> {
+/// Every row of an outbox-shaped table, decoded whole ([`decode_row`]) or without its body
+/// ([`decode_header`]).
+fn read_rows(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    decode: fn(&[u8]) -> Result<OutboxRow, StoreError>,
+) -> Result<Vec<OutboxRow>, StoreError> {
     let mut out = Vec::new();
     for entry in table.iter().map_err(be)? {
         let (_, v) = entry.map_err(be)?;
-        out.push(decode_row(v.value())?);
+        out.push(decode(v.value())?);
     }
     Ok(out)
 }
@@ -383,18 +391,17 @@ impl Backend for RedbBackend {
 
     fn pending(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
-        read_rows(&txn.open_table(OUTBOX).map_err(be)?)
+        read_rows(&txn.open_table(OUTBOX).map_err(be)?, decode_row)
     }
 
     fn pending_headers(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(OUTBOX).map_err(be)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(be)? {
-            let (_, v) = entry.map_err(be)?;
-            out.push(decode_header(v.value())?);
-        }
-        Ok(out)
+        read_rows(&txn.open_table(OUTBOX).map_err(be)?, decode_header)
+    }
+
+    fn dead_headers(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        read_rows(&txn.open_table(DEAD).map_err(be)?, decode_header)
     }
 
     fn outbox_row(&self, seq: u64) -> Result<Option<OutboxRow>, StoreError> {
@@ -404,6 +411,6 @@ impl Backend for RedbBackend {
 
     fn dead(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
-        read_rows(&txn.open_table(DEAD).map_err(be)?)
+        read_rows(&txn.open_table(DEAD).map_err(be)?, decode_row)
     }
 }

@@ -79,6 +79,14 @@ impl Store {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Applies an op that deletes rows; returns how many.
+    async fn count(&self, op: WriteOp) -> Result<usize, StoreError> {
+        match self.write(op).await? {
+            WriteResult::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
     /// Waits until every write queued before this call is committed (or failed); returns the
     /// pending rows, headers only, as they stand then.
     pub async fn snapshot(&self) -> Result<Vec<OutboxRow>, StoreError> {
@@ -133,10 +141,7 @@ impl Store {
 
     /// Deletes dead letters older than `before_ms` (all when `None`); returns how many.
     pub async fn purge_dead(&self, before_ms: Option<i64>) -> Result<usize, StoreError> {
-        match self.write(WriteOp::PurgeDead { before_ms }).await? {
-            WriteResult::Count(n) => Ok(n),
-            _ => Ok(0),
-        }
+        self.count(WriteOp::PurgeDead { before_ms }).await
     }
 
     /// Deletes `source`'s tombstones written before `before_ms`; returns how many.
@@ -151,10 +156,7 @@ impl Store {
             before_ms,
             now_ms,
         };
-        match self.write(op).await? {
-            WriteResult::Count(n) => Ok(n),
-            _ => Ok(0),
-        }
+        self.count(op).await
     }
 
     /// Records which stored sources the config no longer has (and which came back).
@@ -166,10 +168,7 @@ impl Store {
 
     /// Deletes the state of sources missing from the config since before `before_ms`.
     pub async fn drop_removed(&self, before_ms: i64) -> Result<usize, StoreError> {
-        match self.write(WriteOp::DropRemoved { before_ms }).await? {
-            WriteResult::Count(n) => Ok(n),
-            _ => Ok(0),
-        }
+        self.count(WriteOp::DropRemoved { before_ms }).await
     }
 
     /// Records delivery outcomes.
@@ -196,8 +195,8 @@ fn run_writer(
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::new();
         let mut replies = Vec::new();
-        let mut close = None;
-        let mut snapshot = None;
+        // A job other than a write ends the batch; it is answered once the batch is committed.
+        let mut barrier = None;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
@@ -205,16 +204,8 @@ fn run_writer(
                     ops.push(op);
                     replies.push(reply);
                 }
-                Job::Snapshot(reply) => {
-                    snapshot = Some(Ok(reply));
-                    break;
-                }
-                Job::Flush(reply) => {
-                    snapshot = Some(Err(reply));
-                    break;
-                }
-                Job::Close(reply) => {
-                    close = Some(reply);
+                other => {
+                    barrier = Some(other);
                     break;
                 }
             }
@@ -225,19 +216,19 @@ fn run_writer(
         if !ops.is_empty() {
             commit_batch(backend.as_ref(), ops, replies, &panics, sink.as_ref());
         }
-        match snapshot {
-            Some(Ok(reply)) => {
+        match barrier {
+            Some(Job::Snapshot(reply)) => {
                 let _ = reply.send(backend.pending_headers());
             }
-            Some(Err(reply)) => {
+            Some(Job::Flush(reply)) => {
                 let _ = reply.send(());
             }
-            None => {}
-        }
-        if let Some(reply) = close {
-            drop(backend);
-            let _ = reply.send(());
-            return;
+            Some(Job::Close(reply)) => {
+                drop(backend);
+                let _ = reply.send(());
+                return;
+            }
+            Some(Job::Write(..)) | None => {}
         }
     }
 }
