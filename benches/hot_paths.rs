@@ -204,14 +204,29 @@ fn render_filter_sign(c: &mut Criterion) {
                     let Some(pollhook::jq::Outcome::Values(v)) = r.body else {
                         panic!("no body: {r:?}");
                     };
-                    let body = v[0].to_string();
                     black_box(signer.headers(
                         "evt_abcdefghijklmnopqrstuvwxyz",
                         1_700_000_000,
-                        body.as_bytes(),
+                        v[0].get().as_bytes(),
                     ));
                 }
             })
+        })
+    });
+    g.bench_function("in_process_floor", |b| {
+        let filter = pollhook::jq::compile(dest.filter.as_ref().unwrap().0.as_str()).unwrap();
+        let body = pollhook::jq::compile(dest.body.as_ref().unwrap().0.as_str()).unwrap();
+        let text = raw.get().as_bytes().to_vec();
+        b.iter(|| {
+            for _ in 0..BATCH {
+                let v = jaq_json::read::parse_single(black_box(&text)).unwrap();
+                let f = pollhook::jq::run(&filter, v.clone(), secret, 2).unwrap();
+                assert!(matches!(f[..], [jaq_json::Val::Bool(true)]));
+                let out = pollhook::jq::run(&body, v, secret, 2).unwrap();
+                let mut body = Vec::new();
+                pollhook::jq::write_json(&mut body, &out[0]);
+                black_box(signer.headers("evt_abcdefghijklmnopqrstuvwxyz", 1_700_000_000, &body));
+            }
         })
     });
     g.finish();

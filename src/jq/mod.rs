@@ -114,32 +114,34 @@ pub fn compile(code: &str) -> Result<Filter, CompileError> {
 }
 
 /// Runs `filter` on `input` with `$secret`, returning at most `max` outputs (enough to tell
-/// none, one and several apart), or the first run-time error.
+/// none, one and several apart) as JSON text, or the first run-time error.
 pub fn eval(
     filter: &Filter,
     input: &Value,
     secret: &str,
     max: usize,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<String>, String> {
     let input: Val = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
-    eval_val(filter, input, secret, max)
+    let outputs = run(filter, input, secret, max)?;
+    Ok(outputs
+        .iter()
+        .map(|v| {
+            let mut out = Vec::new();
+            write_json(&mut out, v);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect())
 }
 
-/// [`eval`] on a value already in jaq's form.
-pub fn eval_val(
-    filter: &Filter,
-    input: Val,
-    secret: &str,
-    max: usize,
-) -> Result<Vec<Value>, String> {
+/// [`eval`] on a value already in jaq's form, keeping the outputs in that form.
+pub fn run(filter: &Filter, input: Val, secret: &str, max: usize) -> Result<Vec<Val>, String> {
     let ctx = Ctx::<JustLut<Val>>::new(&filter.lut, Vars::new([Val::from(secret.to_owned())]));
     filter
         .id
         .run((ctx, input))
         .take(max)
-        .map(|r| match r {
-            Ok(v) => Ok(to_json(&v)),
-            Err(exn) => Err(match exn.get_err() {
+        .map(|r| {
+            r.map_err(|exn| match exn.get_err() {
                 Ok(err) => match err.into_val() {
                     Val::TStr(b) => String::from_utf8_lossy(&b).into_owned(),
                     v => v.to_string(),
@@ -149,42 +151,72 @@ pub fn eval_val(
                     Ok(code) => format!("the program halted ({code})"),
                     Err(_) => "internal jq error".to_owned(),
                 },
-            }),
+            })
         })
         .collect()
 }
 
-/// Whether a filter's outputs keep the event: exactly one value, neither `false` nor `null`
-/// (jq's truthiness).
-pub fn keeps(outputs: &[Value]) -> bool {
-    matches!(outputs, [v] if !matches!(v, Value::Null | Value::Bool(false)))
+/// Whether a filter's outputs (JSON text) keep the event: exactly one value, neither `false`
+/// nor `null` (jq's truthiness).
+pub fn keeps<S: AsRef<str>>(outputs: &[S]) -> bool {
+    matches!(outputs, [v] if !matches!(v.as_ref(), "null" | "false"))
 }
 
-fn to_json(v: &Val) -> Value {
+/// Appends `v` as compact JSON, always valid: jaq's own printer writes `NaN`, `Infinity` and
+/// byte strings, which are not JSON. Non-finite numbers become `null` (as in jq), strings that
+/// are not UTF-8 are decoded lossily, and non-string object keys are written as the text of the
+/// key. Numbers keep their digits: integers and decimals as parsed, floats in shortest form
+/// (the same text serde_json writes).
+pub fn write_json(out: &mut Vec<u8>, v: &Val) {
     use jaq_json::Num;
+    use std::io::Write;
     match v {
-        Val::Null => Value::Null,
-        Val::Bool(b) => Value::Bool(*b),
-        Val::Num(Num::Int(i)) => Value::from(*i as i64),
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Bool(true) => out.extend_from_slice(b"true"),
+        Val::Bool(false) => out.extend_from_slice(b"false"),
+        Val::Num(Num::Float(f)) if !f.is_finite() => out.extend_from_slice(b"null"),
         Val::Num(Num::Float(f)) => {
-            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            let _ = serde_json::to_writer(&mut *out, f);
         }
-        // Big integers and decimals keep their digits.
-        Val::Num(n) => serde_json::from_str(&n.to_string()).unwrap_or(Value::Null),
-        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
-        Val::Arr(a) => Value::Array(a.iter().map(to_json).collect()),
-        Val::Obj(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
-                        other => other.to_string(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
+        Val::Num(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::TStr(b) | Val::BStr(b) => write_str(out, b),
+        Val::Arr(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, x);
+            }
+            out.push(b']');
+        }
+        Val::Obj(o) => {
+            out.push(b'{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match k {
+                    Val::TStr(b) | Val::BStr(b) => write_str(out, b),
+                    other => write_str(out, other.to_string().as_bytes()),
+                }
+                out.push(b':');
+                write_json(out, x);
+            }
+            out.push(b'}');
+        }
     }
+}
+
+fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Writing a str into a Vec cannot fail. (`from_utf8` first: it is much faster than the
+    // lossy decoder on the common, valid case.)
+    let _ = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::to_writer(&mut *out, text),
+        Err(_) => serde_json::to_writer(&mut *out, String::from_utf8_lossy(bytes).as_ref()),
+    };
 }
 
 #[cfg(test)]
@@ -202,7 +234,7 @@ mod tests {
             2,
         )
         .unwrap();
-        assert_eq!(out, vec![json!({"a": 1, "sig": "s3"})]);
+        assert_eq!(out, vec![r#"{"a":1,"sig":"s3"}"#]);
         let e = compile(".data |").err().unwrap();
         assert_eq!(e.offset, Some(7), "{e}");
         assert!(e.to_string().contains("expected term"), "{e}");
@@ -224,6 +256,29 @@ mod tests {
     fn big_numbers_keep_their_digits() {
         let f = compile(".id").unwrap();
         let out = eval(&f, &json!({"id": 12345678901234567890123u128}), "", 2).unwrap();
-        assert_eq!(out[0].to_string(), "12345678901234567890123");
+        assert_eq!(out[0], "12345678901234567890123");
+    }
+
+    /// jaq values that JSON cannot express are still written as valid JSON, and numbers come
+    /// out as serde_json writes them.
+    #[test]
+    fn writes_valid_json_for_every_value() {
+        let cases = [
+            ("[nan, infinite, -infinite]", "[null,null,null]"),
+            (r#""a\u0000\"\n" | tobytes"#, r#""a\u0000\"\n""#),
+            (
+                "{(1 | tostring): 1.5, b: 0.1, c: 1e300, d: -0.0}",
+                r#"{"1":1.5,"b":0.1,"c":1e300,"d":-0.0}"#,
+            ),
+            (
+                "[1.0, 100000000000000000000, 3.25]",
+                "[1.0,100000000000000000000,3.25]",
+            ),
+        ];
+        for (code, want) in cases {
+            let out = eval(&compile(code).unwrap(), &json!(null), "", 2).unwrap();
+            assert_eq!(out, vec![want.to_owned()], "{code}");
+            serde_json::from_str::<Value>(&out[0]).unwrap();
+        }
     }
 }

@@ -36,17 +36,17 @@ pub struct Request<'a> {
 }
 
 /// What one program produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The outputs (at most two are collected).
-    Values(Vec<Value>),
+    /// The outputs as JSON text (at most two are collected).
+    Values(Vec<Box<RawValue>>),
     /// Why it failed: the jq error, a timeout, or a crash of the evaluator.
     Failed(String),
 }
 
 /// The outcomes of one [`Request`]: the filter's (when there is one) and the body's (when there
 /// is one and the filter kept the event).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Rendered {
     /// The filter's outcome.
     pub filter: Option<Outcome>,
@@ -120,7 +120,7 @@ struct ResultLine {
 
 #[derive(Deserialize)]
 struct ProgramAnswer {
-    ok: Option<Vec<Value>>,
+    ok: Option<Vec<Box<RawValue>>>,
     err: Option<String>,
 }
 
@@ -186,7 +186,7 @@ impl JqPool {
                         };
                     }
                 };
-                let kept = matches!(&filter, Some(Outcome::Values(v)) if super::keeps(v));
+                let kept = matches!(&filter, Some(Outcome::Values(v)) if super::keeps(&v.iter().map(|r| r.get()).collect::<Vec<_>>()));
                 let body = match kept {
                     false => None,
                     true => {
@@ -249,7 +249,8 @@ impl JqPool {
         Ok(Worker {
             child,
             stdin,
-            stdout: BufReader::new(stdout),
+            // Answers of a whole batch are large: read them in big chunks.
+            stdout: BufReader::with_capacity(1 << 18, stdout),
             defined: HashMap::new(),
         })
     }

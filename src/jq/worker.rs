@@ -15,59 +15,96 @@
 use std::io::{BufRead, Write};
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use jaq_json::Val;
 
-use super::{Filter, compile, eval_val, keeps};
+use super::{Filter, compile, run, write_json};
 
 #[derive(Deserialize)]
-struct Render {
+struct Render<'a> {
     filter: Option<usize>,
     body: Option<usize>,
-    /// Parsed straight into jaq's value type: no intermediate `serde_json::Value`.
-    input: Val,
+    /// Borrowed as text, then parsed into jaq's value type (a bad event fails alone).
+    #[serde(borrow)]
+    input: &'a serde_json::value::RawValue,
 }
 
 /// One request: `define` with `code` and `secret`, or `batch`. A plain struct rather than an
 /// untagged enum, which would buffer the whole (large) batch before parsing it.
 #[derive(Deserialize)]
-struct Request {
+struct Request<'a> {
     define: Option<usize>,
     code: Option<String>,
     secret: Option<String>,
-    batch: Option<Vec<Render>>,
+    #[serde(borrow)]
+    batch: Option<Vec<Render<'a>>>,
 }
 
 type Programs = Vec<Option<(Filter, String)>>;
 
-fn run(programs: &Programs, id: usize, input: &Val) -> Result<Vec<Value>, String> {
+fn eval(programs: &Programs, id: usize, input: &Val) -> Result<Vec<Val>, String> {
     match programs.get(id).and_then(Option::as_ref) {
-        Some((f, secret)) => eval_val(f, input.clone(), secret, 2),
+        Some((f, secret)) => run(f, input.clone(), secret, 2),
         None => Err(format!("program {id} is not defined")),
     }
 }
 
-fn answer(r: &Result<Vec<Value>, String>) -> Value {
+/// Appends `R` (`{"ok": [outputs…]}` or `{"err": "..."}`), the outputs written as JSON text
+/// straight from jaq's values.
+fn answer(out: &mut Vec<u8>, r: &Result<Vec<Val>, String>) {
     match r {
-        Ok(out) => json!({ "ok": out }),
-        Err(e) => json!({ "err": e }),
+        Ok(values) => {
+            out.extend_from_slice(b"{\"ok\":[");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, v);
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Err(e) => {
+            out.extend_from_slice(b"{\"err\":");
+            let _ = serde_json::to_writer(&mut *out, e);
+            out.push(b'}');
+        }
     }
 }
 
-fn render(programs: &Programs, r: &Render) -> Value {
-    let filter = r.filter.map(|id| run(programs, id, &r.input));
-    let kept = filter
+/// jq's truthiness of a filter's outputs: exactly one, neither `false` nor `null`.
+fn kept(outputs: &[Val]) -> bool {
+    matches!(outputs, [v] if !matches!(v, Val::Null | Val::Bool(false)))
+}
+
+fn render(out: &mut Vec<u8>, programs: &Programs, r: &Render) {
+    // serde_json into jaq's value measured ~10% faster here than jaq's own reader.
+    let input = match serde_json::from_str::<Val>(r.input.get()) {
+        Ok(v) => v,
+        Err(e) => {
+            let failed = Err(format!("the event is not JSON: {e}"));
+            out.extend_from_slice(b"{\"filter\":null,\"body\":");
+            answer(out, &failed);
+            out.push(b'}');
+            return;
+        }
+    };
+    let filter = r.filter.map(|id| eval(programs, id, &input));
+    let keep = filter
         .as_ref()
-        .is_none_or(|f| f.as_ref().is_ok_and(|v| keeps(v)));
-    let body = r
-        .body
-        .filter(|_| kept)
-        .map(|id| run(programs, id, &r.input));
-    json!({
-        "filter": filter.as_ref().map(answer),
-        "body": body.as_ref().map(answer),
-    })
+        .is_none_or(|f| f.as_ref().is_ok_and(|v| kept(v)));
+    let body = r.body.filter(|_| keep).map(|id| eval(programs, id, &input));
+    out.extend_from_slice(b"{\"filter\":");
+    match &filter {
+        Some(f) => answer(out, f),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"body\":");
+    match &body {
+        Some(b) => answer(out, b),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 /// Serves requests from stdin until it closes.
@@ -75,8 +112,14 @@ pub fn serve() -> std::io::Result<()> {
     let mut programs: Programs = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
+    let mut out = Vec::new();
     for line in stdin.lock().lines() {
-        let answer = match serde_json::from_str::<Request>(&line?) {
+        out.clear();
+        let plain = |out: &mut Vec<u8>, v: serde_json::Value| {
+            let _ = serde_json::to_writer(out, &v);
+        };
+        let line = line?;
+        match serde_json::from_str::<Request>(&line) {
             Ok(Request {
                 define: Some(define),
                 code: Some(code),
@@ -88,21 +131,30 @@ pub fn serve() -> std::io::Result<()> {
                         programs.resize_with(define + 1, || None);
                     }
                     programs[define] = Some((f, secret.unwrap_or_default()));
-                    json!({ "ok": [] })
+                    plain(&mut out, json!({ "ok": [] }));
                 }
-                Err(e) => json!({ "err": e.to_string() }),
+                Err(e) => plain(&mut out, json!({ "err": e.to_string() })),
             },
             Ok(Request {
                 batch: Some(batch), ..
             }) => {
-                let results: Vec<Value> = batch.iter().map(|r| render(&programs, r)).collect();
-                json!({ "results": results })
+                out.extend_from_slice(b"{\"results\":[");
+                for (i, r) in batch.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    render(&mut out, &programs, r);
+                }
+                out.extend_from_slice(b"]}");
             }
-            Ok(_) => json!({ "err": "bad request: neither define nor batch" }),
-            Err(e) => json!({ "err": format!("bad request: {e}") }),
+            Ok(_) => plain(
+                &mut out,
+                json!({ "err": "bad request: neither define nor batch" }),
+            ),
+            Err(e) => plain(&mut out, json!({ "err": format!("bad request: {e}") })),
         };
-        serde_json::to_writer(&mut stdout, &answer)?;
-        stdout.write_all(b"\n")?;
+        out.push(b'\n');
+        stdout.write_all(&out)?;
         stdout.flush()?;
     }
     Ok(())

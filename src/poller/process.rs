@@ -326,14 +326,14 @@ fn decide(dest: &Destination, rendered: Rendered) -> Rendering {
     let secret = dest.secrets.first().map_or("", |s| s.expose());
     if let Some(filter) = rendered.filter {
         match one_value(filter, "filter", secret) {
-            Ok(Value::Null | Value::Bool(false)) => return Rendering::Filtered,
+            Ok(v) if matches!(v.get(), "null" | "false") => return Rendering::Filtered,
             Ok(_) => {}
             Err(why) => return Rendering::Failed(why),
         }
     }
     match (rendered.body, &dest.body) {
         (Some(body), _) => match one_value(body, "body", secret) {
-            Ok(v) => Rendering::Body(Some(v.to_string().into_bytes())),
+            Ok(v) => Rendering::Body(Some(v.get().as_bytes().to_vec())),
             Err(why) => Rendering::Failed(why),
         },
         (None, Some(_)) => Rendering::Failed("the body program did not run".to_owned()),
@@ -414,7 +414,7 @@ pub async fn render(
 
 /// The single value a program must produce, or why it did not. A secret the program echoed
 /// into its error is redacted.
-fn one_value(outcome: Outcome, what: &str, secret: &str) -> Result<Value, String> {
+fn one_value(outcome: Outcome, what: &str, secret: &str) -> Result<Box<RawValue>, String> {
     let redact = |m: String| match secret.is_empty() {
         true => m,
         false => m.replace(secret, "<redacted>"),
