@@ -40,6 +40,13 @@ fn main() -> ExitCode {
                         ops,
                     } => cli::sources(action, name, discard, ops).await,
                     Command::Dead { command } => cli::dead(command).await,
+                    Command::Events { command, list } => cli::events(command, list).await,
+                    Command::Replay {
+                        source,
+                        since,
+                        destination,
+                        ops,
+                    } => cli::replay(source, since, destination, ops).await,
                     _ => unreachable!("handled above"),
                 }
             })

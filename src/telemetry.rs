@@ -133,3 +133,59 @@ mod tests {
         assert!(text.contains("source=\"unit2\""), "{text}");
     }
 }
+
+/// Something an operator may want to be told about, reported by the pollers and the dispatcher
+/// to the alerts task (design §6a, `alerts:`), which decides when an episode starts and ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A poll ended: `error` is `None` when it succeeded.
+    SourcePolled {
+        /// Source name.
+        source: String,
+        /// Why it failed.
+        error: Option<String>,
+    },
+    /// The flood guard held a source.
+    SourceHeld {
+        /// Source name.
+        source: String,
+        /// Why.
+        reason: String,
+    },
+    /// A delivery attempt ended: `error` is `None` when it was delivered.
+    DestinationAttempt {
+        /// Destination name.
+        destination: String,
+        /// Why it failed.
+        error: Option<String>,
+    },
+    /// A delivery was dead-lettered.
+    EventDead {
+        /// Source of the event.
+        source: String,
+        /// Event id.
+        event_id: String,
+        /// Destination name.
+        destination: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where [`Signal`]s go; a no-op when no alerts are configured.
+#[derive(Debug, Clone, Default)]
+pub struct Signals(Option<tokio::sync::mpsc::UnboundedSender<Signal>>);
+
+impl Signals {
+    /// Signals sent to `tx`.
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Signal>) -> Signals {
+        Signals(Some(tx))
+    }
+
+    /// Reports `signal` (never blocks).
+    pub fn send(&self, signal: Signal) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(signal);
+        }
+    }
+}

@@ -68,9 +68,24 @@ impl AdminClient {
 
     /// Sends `method path` and returns the JSON body.
     pub async fn call(&self, method: reqwest::Method, path: &str) -> Result<Value, ClientError> {
+        self.send(method, path, None).await
+    }
+
+    /// Sends `method path` with an optional JSON body and returns the JSON answer.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let mut req = self
             .http
             .request(method, format!("http://{}{path}", self.addr));
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
         if let Some(token) = &self.token {
             req = req.bearer_auth(token.expose());
         }

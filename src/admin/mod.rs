@@ -6,6 +6,7 @@
 //! the daemon.
 
 pub mod client;
+pub mod events;
 mod routes;
 
 use std::collections::HashMap;
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Bearer token for `/v1`.
     pub token: Option<Secret>,
+    /// The configured destinations (headers shown in the delivery log).
+    pub destinations: crate::config::Destinations,
 }
 
 /// The router.
@@ -61,6 +64,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/dead/retry", post(routes::retry_all))
         .route("/v1/dead/{id}/retry", post(routes::retry_one))
         .route("/v1/reload", post(routes::reload))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::show))
+        .route("/v1/events/{id}/resend", post(events::resend))
+        .route("/v1/replay", post(events::replay))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

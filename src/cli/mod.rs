@@ -4,7 +4,7 @@
 mod ops;
 mod render;
 
-pub use ops::{dead, sources, status};
+pub use ops::{dead, events, replay, sources, status};
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -87,9 +87,78 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// The delivery log of the running daemon: list (newest first), show one event, resend.
+    #[command(args_conflicts_with_subcommands = true)]
+    Events {
+        #[command(subcommand)]
+        command: Option<EventsCommand>,
+        #[command(flatten)]
+        list: EventsList,
+    },
+    /// Send again, in order, what a source emitted since a time.
+    Replay {
+        /// Source name.
+        #[arg(long)]
+        source: String,
+        /// How far back: a duration (2h), an RFC 3339 time, or unix ms.
+        #[arg(long)]
+        since: String,
+        /// Only to this destination.
+        #[arg(long)]
+        destination: Option<String>,
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
     /// Internal: evaluate jq programs for a running daemon (started by it, speaks on stdio).
     #[command(hide = true)]
     JqWorker,
+}
+
+/// `pollhook events` filters.
+#[derive(Debug, clap::Args)]
+pub struct EventsList {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only this destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// Only this status: delivered, pending, dead, filtered.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only deliveries that failed at least once (dead, or pending after a failed attempt).
+    #[arg(long, conflicts_with = "status")]
+    pub failed: bool,
+    /// How far back: a duration (1h), an RFC 3339 time, or unix ms.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (default 100).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// `pollhook events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// One event: every delivery, its attempts, the body and headers as sent.
+    Show {
+        /// Event id (evt_…).
+        id: String,
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
+    /// Send an event again with the same id and body (all its destinations, or one).
+    Resend {
+        /// Event id (evt_…).
+        id: String,
+        /// Only to this destination.
+        #[arg(long)]
+        destination: Option<String>,
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
 }
 
 /// Log output format.

@@ -5,7 +5,7 @@ use anyhow::bail;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{DeadCommand, OpsArgs, SourceAction};
+use super::{DeadCommand, EventsCommand, EventsList, OpsArgs, SourceAction};
 use crate::admin::client::AdminClient;
 
 async fn client(ops: &OpsArgs) -> anyhow::Result<AdminClient> {
@@ -214,5 +214,185 @@ pub async fn dead(command: DeadCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    q.finish()
+}
+
+/// `pollhook events [filters] | show ID | resend ID`.
+pub async fn events(command: Option<EventsCommand>, list: EventsList) -> anyhow::Result<()> {
+    match command {
+        None => events_list(list).await?,
+        Some(EventsCommand::Show { id, ops }) => {
+            let path = format!("/v1/events/{}", urlencoding(&id));
+            let answer = client(&ops).await?.call(Method::GET, &path).await?;
+            if ops.json {
+                println!("{answer}");
+                return Ok(());
+            }
+            for d in answer["deliveries"].as_array().into_iter().flatten() {
+                println!(
+                    "{} → {}  {}  (seq {}, {} {}, rev {})",
+                    text(&d["id"]),
+                    text(&d["destination"]),
+                    text(&d["status"]).to_uppercase(),
+                    text(&d["seq"]),
+                    text(&d["source"]),
+                    text(&d["key"]),
+                    text(&d["revision"]),
+                );
+                if !d["reason"].is_null() {
+                    println!("  reason: {}", text(&d["reason"]));
+                }
+                for a in d["attempts"].as_array().into_iter().flatten() {
+                    let result = match a["status"].as_u64() {
+                        Some(code) => format!("HTTP {code}"),
+                        None => text(&a["error"]),
+                    };
+                    println!(
+                        "  attempt {}  {}  {} ms  {}",
+                        text(&a["n"]),
+                        text(&a["at"]),
+                        text(&a["duration_ms"]),
+                        result
+                    );
+                    if let Some(r) = a["response"].as_str() {
+                        println!("    response: {}", r.replace('\n', " "));
+                    }
+                }
+                for h in d["headers"].as_array().into_iter().flatten() {
+                    println!("  {}: {}", text(&h["name"]), text(&h["value"]));
+                }
+                if let Some(body) = d["body"].as_str() {
+                    println!("  body: {body}");
+                }
+            }
+        }
+        Some(EventsCommand::Resend {
+            id,
+            destination,
+            ops,
+        }) => {
+            let path = format!(
+                "/v1/events/{}/resend?{}",
+                urlencoding(&id),
+                query_string(&[("destination", destination)])
+            );
+            let answer = client(&ops).await?.call(Method::POST, &path).await?;
+            print_queued(&answer, ops.json);
+        }
+    }
+    Ok(())
+}
+
+fn urlencoding(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn print_queued(answer: &Value, json: bool) {
+    if json {
+        println!("{answer}");
+        return;
+    }
+    let queued = answer["queued"].as_array().map_or(0, Vec::len);
+    println!("queued {queued} deliveries");
+    for s in answer["superseded"].as_array().into_iter().flatten() {
+        println!(
+            "left dead (its item has a newer revision {}): dead letter {}",
+            text(&s["current"]),
+            text(&s["seq"])
+        );
+    }
+}
+
+async fn events_list(list: EventsList) -> anyhow::Result<()> {
+    let status = list.status.clone();
+    let path = format!(
+        "/v1/events?{}",
+        query_string(&[
+            ("source", list.source),
+            ("destination", list.destination),
+            ("status", status),
+            ("since", list.since),
+            ("limit", list.limit.map(|l| l.to_string())),
+        ])
+    );
+    let answer = client(&list.ops).await?.call(Method::GET, &path).await?;
+    let failed = |e: &Value| {
+        e["status"] == "dead"
+            || !e["last_error"].is_null()
+            || e["last_status"]
+                .as_u64()
+                .is_some_and(|c| !(200..300).contains(&c))
+    };
+    let events: Vec<&Value> = answer["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| !list.failed || failed(e))
+        .collect();
+    if list.ops.json {
+        println!(
+            "{}",
+            serde_json::json!({ "events": events, "next_cursor": answer["next_cursor"] })
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let last = match e["last_status"].as_u64() {
+                Some(code) => format!("HTTP {code}"),
+                None => text(&e["last_error"]),
+            };
+            vec![
+                text(&e["created_at"]),
+                text(&e["id"]),
+                text(&e["type"]),
+                text(&e["source"]),
+                text(&e["destination"]),
+                text(&e["status"]),
+                text(&e["attempts"]),
+                last,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DETECTED",
+            "EVENT",
+            "TYPE",
+            "SOURCE",
+            "DESTINATION",
+            "STATUS",
+            "ATTEMPTS",
+            "LAST",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `pollhook replay --source S --since T [--destination D]`.
+pub async fn replay(
+    source: String,
+    since: String,
+    destination: Option<String>,
+    ops: OpsArgs,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "source": source, "since": since, "destination": destination });
+    let answer = client(&ops)
+        .await?
+        .send(Method::POST, "/v1/replay", Some(&body))
+        .await?;
+    print_queued(&answer, ops.json);
     Ok(())
 }

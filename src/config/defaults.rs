@@ -40,3 +40,12 @@ pub const MAX_RETRY_STEP: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_REDIRECTS: usize = 5;
 /// Default `tombstone_ttl`.
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Default `history.keep`.
+pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(7 * 86_400);
+
+/// Default `history.max_records`.
+pub const DEFAULT_HISTORY_MAX_RECORDS: u64 = 100_000;
+
+/// Default `alerts.after`.
+pub const DEFAULT_ALERTS_AFTER: u32 = 3;

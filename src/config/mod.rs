@@ -22,9 +22,9 @@ pub use destination::standard_key;
 pub use error::{ConfigError, Problem};
 pub use schemes::preset;
 pub use validated::{
-    Admin, Auth, Config, Destination, Destinations, EmitSet, Encoding, FirstPoll, HostLimits,
-    Include, JqProgram, KeyForm, Method, Paginate, Rate, Redirects, Request, Scheme, Secret,
-    Source,
+    Admin, Alerts, Auth, Config, Destination, Destinations, EmitSet, Encoding, FirstPoll, History,
+    HostLimits, Include, JqProgram, KeyForm, Method, Paginate, Rate, Redirects, Request, Scheme,
+    Secret, Source,
 };
 
 /// Reads and validates the config file at `path`, expanding variables from the process

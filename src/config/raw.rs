@@ -23,6 +23,10 @@ pub struct RawConfig {
     pub dead_letter_max_age: Option<Str>,
     /// How long tombstones and the state of removed sources are kept (default 30d).
     pub tombstone_ttl: Option<Str>,
+    /// Delivery log retention.
+    pub history: Option<Spanned<RawHistory>>,
+    /// pollhook's own operational events, sent as webhooks.
+    pub alerts: Option<Spanned<RawAlerts>>,
     /// Defaults applied to every source.
     pub defaults: Option<RawDefaults>,
     /// Shared budgets by `host[:port]` of source URLs.
@@ -44,6 +48,28 @@ pub struct RawHost {
     pub rate: Option<Str>,
     /// Requests in flight to the host at once.
     pub concurrency: Option<Spanned<u32>>,
+}
+
+/// `history:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistory {
+    /// How long delivery records (and delivered bodies) are kept, humantime; `0s` turns the
+    /// log off.
+    pub keep: Option<Str>,
+    /// Most delivery records kept; the oldest go first.
+    pub max_records: Option<Spanned<u64>>,
+}
+
+/// `alerts:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// Destinations that receive the alerts.
+    #[serde(default)]
+    pub to: Vec<Str>,
+    /// Failures in a row before a source or destination counts as failing.
+    pub after: Option<Spanned<u32>>,
 }
 
 /// `admin:`.

@@ -10,13 +10,13 @@ use serde_saphyr::Spanned;
 
 use super::check::{Checker, line_of};
 use super::defaults::{
-    DEFAULT_JITTER, DEFAULT_MAX_BODY, DEFAULT_STATE, DEFAULT_TIMEOUT, DEFAULT_TOMBSTONE_TTL,
-    Defaults,
+    DEFAULT_ALERTS_AFTER, DEFAULT_HISTORY_KEEP, DEFAULT_HISTORY_MAX_RECORDS, DEFAULT_JITTER,
+    DEFAULT_MAX_BODY, DEFAULT_STATE, DEFAULT_TIMEOUT, DEFAULT_TOMBSTONE_TTL, Defaults,
 };
 use super::destination::destination;
-use super::raw::{RawAdmin, RawConfig, RawDefaults, RawHost};
+use super::raw::{RawAdmin, RawAlerts, RawConfig, RawDefaults, RawHistory, RawHost};
 use super::source::source;
-use super::validated::{Admin, Config, HostLimits};
+use super::validated::{Admin, Alerts, Config, History, HostLimits};
 
 /// Validates a parsed file.
 pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
@@ -34,6 +34,8 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         Some(s) => ck.text("state", s).map(|p| ck.path(&p)),
         None => Some(ck.path(DEFAULT_STATE)),
     };
+    let history = history(raw.history.as_ref(), ck);
+    let alerts = alerts(raw.alerts.as_ref(), &raw, ck);
     let defaults = defaults(raw.defaults.unwrap_or_default(), ck);
     let mut destinations = BTreeMap::new();
     for (name, dest) in &raw.destinations {
@@ -59,10 +61,69 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         admin,
         dead_letter_max_age,
         tombstone_ttl: tombstone_ttl?,
+        history: history?,
+        alerts: alerts?,
         hosts,
         destinations,
         sources,
     })
+}
+
+fn history(raw: Option<&Spanned<RawHistory>>, ck: &mut Checker<'_>) -> Option<History> {
+    let keep = match raw.and_then(|h| h.value.keep.as_ref()) {
+        Some(v) => ck.duration("history.keep", v)?,
+        None => DEFAULT_HISTORY_KEEP,
+    };
+    let max_records = raw
+        .and_then(|h| h.value.max_records.as_ref())
+        .map_or(DEFAULT_HISTORY_MAX_RECORDS, |m| m.value);
+    Some(History { keep, max_records })
+}
+
+fn alerts(
+    raw: Option<&Spanned<RawAlerts>>,
+    config: &RawConfig,
+    ck: &mut Checker<'_>,
+) -> Option<Option<Alerts>> {
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    let mut to = Vec::new();
+    for (i, name) in raw.value.to.iter().enumerate() {
+        let text = ck.text(&format!("alerts.to[{i}]"), name)?;
+        if !config.destinations.contains_key(&text) {
+            ck.bad(
+                &format!("alerts.to[{i}]"),
+                name,
+                "the name of a destination declared under destinations:, e.g. to: [ops-agent]",
+            );
+            return None;
+        }
+        to.push(text);
+    }
+    if to.is_empty() {
+        ck.problem(
+            "alerts.to",
+            line_of(&raw.referenced),
+            None,
+            "at least one destination, e.g. alerts: { to: [ops-agent], after: 3 }",
+        );
+        return None;
+    }
+    let after = match &raw.value.after {
+        Some(a) if a.value == 0 => {
+            ck.problem(
+                "alerts.after",
+                line_of(&a.referenced),
+                Some("0".to_owned()),
+                "at least 1, e.g. after: 3",
+            );
+            return None;
+        }
+        Some(a) => a.value,
+        None => DEFAULT_ALERTS_AFTER,
+    };
+    Some(Some(Alerts { to, after }))
 }
 
 /// Default admin address.

@@ -28,12 +28,41 @@ pub struct Config {
     /// Tombstones older than this, and the state of sources removed from the config for
     /// longer, are pruned.
     pub tombstone_ttl: std::time::Duration,
+    /// Delivery log retention (design §6a).
+    pub history: History,
+    /// Operational alerts, if any.
+    pub alerts: Option<Alerts>,
     /// Shared budgets by `host[:port]`.
     pub hosts: BTreeMap<String, HostLimits>,
     /// Receivers by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Sources by name.
     pub sources: BTreeMap<String, Arc<Source>>,
+}
+
+/// `history:`: how much of the delivery log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Records older than this are pruned; zero turns the log off.
+    pub keep: std::time::Duration,
+    /// Most records kept.
+    pub max_records: u64,
+}
+
+impl History {
+    /// Whether the delivery log is kept at all.
+    pub fn enabled(&self) -> bool {
+        !self.keep.is_zero() && self.max_records > 0
+    }
+}
+
+/// `alerts:`: where pollhook's own operational events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerts {
+    /// Destination names.
+    pub to: Vec<String>,
+    /// Failures in a row before `failing` fires.
+    pub after: u32,
 }
 
 /// A request budget: `count` requests per `per`.

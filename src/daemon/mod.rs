@@ -9,6 +9,7 @@
 //! drains in-flight deliveries up to [`DRAIN_DEADLINE`], the settle writer flushes, the store
 //! closes. A task that dies brings the daemon down with its name, so its supervisor restarts it.
 
+pub mod alerts;
 mod sources;
 pub mod supervise;
 
@@ -48,6 +49,10 @@ fn housekeeping_every(config: &Config) -> Duration {
 }
 /// How often the dispatcher's queue is reconciled with the store's outbox.
 const RECONCILE_EVERY: Duration = Duration::from_secs(300);
+/// How often a step of delivery-log pruning runs.
+const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(2);
+/// Records a pruning step looks at, at most.
+const HISTORY_PRUNE_BUDGET: usize = 5_000;
 /// How often the metrics recorder drains its histograms when nothing scrapes.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -109,8 +114,11 @@ pub async fn run(
     }
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
     let store = store::open(&config.state, Some(rows_tx))?;
+    store.backend().set_history(config.history.enabled());
     let registry = Arc::new(Registry::default());
-    let delivery = Delivery::start(&config, &store, &registry, rows_rx)?;
+    let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+    let signals = crate::telemetry::Signals::new(signals_tx);
+    let delivery = Delivery::start(&config, &store, &registry, rows_rx, &signals)?;
 
     let controls: Controls = Arc::new(RwLock::new(HashMap::new()));
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -122,6 +130,7 @@ pub async fn run(
         dispatch: delivery.commands.clone(),
         reload: reload_tx,
         token: config.admin.token.clone(),
+        destinations: delivery.dests.clone(),
     };
     let admin_task = start_admin(
         &config,
@@ -131,16 +140,32 @@ pub async fn run(
     )
     .await?;
 
+    let jq = Arc::new(crate::jq::JqPool::new(match options.jq_worker {
+        Some(exe) => exe,
+        None => std::env::current_exe().map_err(DaemonError::Exe)?,
+    }));
+    let (alerts_tx, alerts_rx) = tokio::sync::watch::channel(config.alerts.clone());
+    let alerts_stop = CancellationToken::new();
+    let alerts_task = tokio::spawn(
+        alerts::AlertTask {
+            signals: signals_rx,
+            config: alerts_rx,
+            store: store.clone(),
+            destinations: delivery.dests.clone(),
+            jq: jq.clone(),
+            registry: registry.clone(),
+            stop: alerts_stop.clone(),
+        }
+        .run(),
+    );
     let ctx = Arc::new(PollContext {
         store: store.clone(),
         client: crate::http::upstream_client().map_err(DaemonError::Client)?,
         registry: registry.clone(),
         limits: Arc::new(poller::Limits::new(&config.hosts)),
         destinations: delivery.dests.clone(),
-        jq: Arc::new(crate::jq::JqPool::new(match options.jq_worker {
-            Some(exe) => exe,
-            None => std::env::current_exe().map_err(DaemonError::Exe)?,
-        })),
+        jq,
+        signals,
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);
@@ -170,6 +195,7 @@ pub async fn run(
         dispatch,
         dests,
         sources,
+        alerts: alerts_tx,
     };
     let died = daemon
         .supervise(&shutdown, reload_rx, exit_rx, dispatch_task)
@@ -189,6 +215,8 @@ pub async fn run(
         let _ = task.await;
     }
     drop(daemon);
+    alerts_stop.cancel();
+    let _ = alerts_task.await;
     store.close().await;
     tracing::info!("pollhook stopped");
     match died.0 {
@@ -220,6 +248,7 @@ impl Delivery {
         store: &Store,
         registry: &Arc<Registry>,
         rows: crate::delivery::RowReceiver,
+        signals: &crate::telemetry::Signals,
     ) -> Result<Delivery, DaemonError> {
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -229,25 +258,32 @@ impl Delivery {
         let stop = CancellationToken::new();
         // Shared by the runs of the supervised dispatcher: a run that panics drops its guard.
         let inputs = Arc::new(tokio::sync::Mutex::new((rows, commands_rx)));
-        let (store, registry, token, shared) =
-            (store.clone(), registry.clone(), stop.clone(), dests.clone());
+        let (store, registry, token, shared, signals) = (
+            store.clone(),
+            registry.clone(),
+            stop.clone(),
+            dests.clone(),
+            signals.clone(),
+        );
         let task = tokio::spawn(async move {
             supervised("dispatcher", "dispatcher", &registry, &token, || {
                 let current: Vec<_> = shared
                     .read()
                     .map(|d| d.values().cloned().collect())
                     .unwrap_or_default();
-                let (store, client, settle_tx, inputs, token) = (
+                let (store, client, settle_tx, inputs, token, signals) = (
                     store.clone(),
                     client.clone(),
                     settle_tx.clone(),
                     inputs.clone(),
                     token.clone(),
+                    signals.clone(),
                 );
                 async move {
                     let mut guard = inputs.lock_owned().await;
                     let (rows, commands) = &mut *guard;
                     let mut dispatcher = Dispatcher::new(&current, store, client, settle_tx);
+                    dispatcher.signals = signals;
                     match dispatcher.load_pending() {
                         Ok(n) => tracing::info!(pending = n, "dispatcher started"),
                         Err(e) => panic!("cannot read the outbox: {e}"),
@@ -308,6 +344,8 @@ struct Daemon {
     dispatch: mpsc::UnboundedSender<DispatchCmd>,
     dests: Destinations,
     sources: SourceSet,
+    /// The `alerts:` in force, for the alerts task.
+    alerts: tokio::sync::watch::Sender<Option<config::Alerts>>,
 }
 
 /// What ended supervision: the name of a task that died, and the dispatcher task if it is still
@@ -331,6 +369,7 @@ impl Daemon {
         let mut housekeeping = tokio::time::interval(housekeeping_every(&self.config));
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
+        let mut history = tokio::time::interval(HISTORY_PRUNE_EVERY);
         loop {
             tokio::select! {
                 biased;
@@ -358,6 +397,7 @@ impl Daemon {
                 // Histograms and summaries drain only on upkeep; without a scraper they would
                 // grow for ever.
                 _ = upkeep.tick() => crate::telemetry::handle().run_upkeep(),
+                _ = history.tick() => self.prune_history().await,
             }
         }
     }
@@ -433,11 +473,30 @@ impl Daemon {
             .await
             .map_err(|e| vec![e.to_string()])?;
         tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, "config reloaded");
+        self.store.backend().set_history(new.history.enabled());
+        self.alerts.send_replace(new.alerts.clone());
         self.config = Config {
             admin: self.config.admin.clone(),
             ..new
         };
         Ok(())
+    }
+
+    /// One small step of delivery-log pruning (`history.keep`, `history.max_records`): a
+    /// bounded number of records per transaction, so the writer never stalls on it.
+    async fn prune_history(&self) {
+        let h = self.config.history;
+        if !h.enabled() {
+            return;
+        }
+        let cut = ago(now_ms(), h.keep);
+        if let Err(e) = self
+            .store
+            .prune_history(cut, h.max_records, HISTORY_PRUNE_BUDGET)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot prune the delivery log; will try again");
+        }
     }
 
     /// Asks the dispatcher to compare its queue with the store's outbox; stranded rows are

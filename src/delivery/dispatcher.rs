@@ -96,7 +96,8 @@ struct Sender {
 /// What a send task reports.
 struct Done {
     seq: u64,
-    result: Result<(String, Outcome), Unsent>,
+    /// Event id, source, outcome and the attempt's log record.
+    result: Result<(String, String, Outcome, crate::store::Attempt), Unsent>,
 }
 
 /// Why a due row was not attempted.
@@ -116,6 +117,8 @@ struct Reconciling {
 
 /// The dispatcher's state; see the module notes.
 pub struct Dispatcher {
+    /// Where attempt outcomes are reported for alerts.
+    pub signals: crate::telemetry::Signals,
     queue: Queue,
     /// By queue index; `None` once the destination left the config (its rows stay pending).
     senders: Vec<Option<Sender>>,
@@ -157,6 +160,7 @@ impl Dispatcher {
             done_rx,
             tasks: JoinSet::new(),
             reconciling: None,
+            signals: crate::telemetry::Signals::default(),
         };
         d.set_destinations(destinations);
         d.count_dead();
@@ -335,10 +339,10 @@ impl Dispatcher {
                 );
                 self.tasks.spawn(async move {
                     let result = match store.backend().outbox_row(seq) {
-                        Ok(Some(row)) => Ok((
-                            row.event_id.clone(),
-                            attempt(&client, &dest, &signer, &row).await,
-                        )),
+                        Ok(Some(row)) => {
+                            let (outcome, record) = attempt(&client, &dest, &signer, &row).await;
+                            Ok((row.event_id.clone(), row.source.clone(), outcome, record))
+                        }
                         Ok(None) => Err(Unsent::Gone),
                         Err(e) => Err(Unsent::Unreadable(e.to_string())),
                     };
@@ -355,7 +359,7 @@ impl Dispatcher {
             return;
         };
         self.inflight[p.dest] -= 1;
-        let (event, outcome) = match done.result {
+        let (event, source, outcome, mut record) = match done.result {
             Ok(r) => r,
             Err(Unsent::Gone) => {
                 self.finished(done.seq);
@@ -376,7 +380,19 @@ impl Dispatcher {
         };
         let name = sender.dest.name.clone();
         let attempts = p.attempts + 1;
+        record.n = attempts;
+        let attempt = Some(record);
         let seq = done.seq;
+        let failed = match &outcome {
+            Outcome::Status {
+                code: 200..=299, ..
+            } => None,
+            other => Some(describe(other)),
+        };
+        self.signals.send(m::Signal::DestinationAttempt {
+            destination: name.clone(),
+            error: failed,
+        });
         match decide(attempts, &outcome, &sender.dest.retry, now) {
             Decision::Done => {
                 tracing::debug!(destination = %name, event = %event, attempts, "delivered");
@@ -387,7 +403,7 @@ impl Dispatcher {
                     .increment(1);
                 let _ = self
                     .settle_tx
-                    .send(SettleMsg::Outcome(Settle::Delivered { seq }));
+                    .send(SettleMsg::Outcome(Settle::Delivered { seq, attempt }));
                 self.finished(seq);
             }
             Decision::RetryAt(due) => {
@@ -400,16 +416,24 @@ impl Dispatcher {
                     attempts,
                     due_ms: due,
                     error,
+                    attempt,
                 }));
             }
             Decision::Dead(reason) => {
                 metrics::counter!(m::DELIVERIES, "destination" => name.clone(), "outcome" => "dead").increment(1);
                 tracing::error!(destination = %name, event = %event, attempts, reason = %reason, "delivery dead-lettered; inspect and re-send it");
+                self.signals.send(m::Signal::EventDead {
+                    source,
+                    event_id: event.clone(),
+                    destination: name.clone(),
+                    reason: reason.clone(),
+                });
                 let _ = self.settle_tx.send(SettleMsg::Outcome(Settle::Dead {
                     seq,
                     attempts,
                     reason,
                     now_ms: now,
+                    attempt,
                 }));
                 self.dead[p.dest] += 1;
                 self.finished(seq);

@@ -4,10 +4,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::header::RETRY_AFTER;
 
-use super::retry::Outcome;
+use super::retry::{Outcome, describe};
 use super::signing::{
     CONTENT_TYPE, IDEMPOTENCY_KEY, Signer, USER_AGENT, WEBHOOK_ID, WEBHOOK_TIMESTAMP,
 };
+use crate::store::Attempt;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::config::Destination;
@@ -89,14 +90,61 @@ pub fn request_headers(
     out
 }
 
-/// Sends `row` to `dest` once and classifies the result.
+/// How much of a receiver's answer the delivery log keeps.
+pub const RESPONSE_SNIPPET: usize = 1024;
+
+/// Sends `row` to `dest` once and classifies the result; the [`Attempt`] describes it for the
+/// delivery log (its number is the caller's to set).
 pub async fn attempt(
     client: &reqwest::Client,
     dest: &Destination,
     signer: &Signer,
     row: &OutboxRow,
-) -> Outcome {
+) -> (Outcome, Attempt) {
+    let started = std::time::Instant::now();
     let now = SystemTime::now();
+    let at_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let (outcome, response) = send(client, dest, signer, row, now).await;
+    let record = Attempt {
+        n: 0,
+        at_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+        status: match &outcome {
+            Outcome::Status { code, .. } => Some(*code),
+            _ => None,
+        },
+        error: match &outcome {
+            Outcome::Status { .. } => None,
+            other => Some(describe(other)),
+        },
+        response,
+    };
+    (outcome, record)
+}
+
+/// The first [`RESPONSE_SNIPPET`] bytes of an answer (as text), within the request's timeout.
+async fn snippet(mut resp: reqwest::Response) -> Option<String> {
+    let mut out = Vec::new();
+    while out.len() < RESPONSE_SNIPPET {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    out.truncate(RESPONSE_SNIPPET);
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn send(
+    client: &reqwest::Client,
+    dest: &Destination,
+    signer: &Signer,
+    row: &OutboxRow,
+    now: SystemTime,
+) -> (Outcome, Option<String>) {
     let ts = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -118,12 +166,10 @@ pub async fn attempt(
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, now));
-            Outcome::Status {
-                code: resp.status().as_u16(),
-                retry_after,
-            }
+            let code = resp.status().as_u16();
+            (Outcome::Status { code, retry_after }, snippet(resp).await)
         }
-        Err(e) if e.is_timeout() => Outcome::Timeout,
-        Err(e) => Outcome::Connect(request_error_chain(e)),
+        Err(e) if e.is_timeout() => (Outcome::Timeout, None),
+        Err(e) => (Outcome::Connect(request_error_chain(e)), None),
     }
 }

@@ -75,6 +75,8 @@ pub struct PollContext {
     pub destinations: crate::config::Destinations,
     /// Evaluates jq programs.
     pub jq: Arc<crate::jq::JqPool>,
+    /// Where poll outcomes are reported for alerts.
+    pub signals: crate::telemetry::Signals,
 }
 
 /// How far a fetch got.

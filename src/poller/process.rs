@@ -281,6 +281,7 @@ pub fn build_commit(
                     dead: None,
                 })
                 .collect(),
+            filtered: Vec::new(),
         });
     }
     for (index, state) in &ex.diff.silent {
@@ -408,7 +409,8 @@ pub async fn render(
         }
     }
     for (e, i) in dropped.into_iter().rev() {
-        commit.events[e].deliveries.remove(i);
+        let d = commit.events[e].deliveries.remove(i);
+        commit.events[e].filtered.push(d.destination);
     }
 }
 

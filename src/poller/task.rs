@@ -153,6 +153,20 @@ impl Poller {
                 tracing::warn!(source = %name, failures = failures_before + 1, error = %error_chain(e), "poll failed; state unchanged")
             }
         }
+        ctx.signals.send(match result {
+            Ok(PollOutcome::Held(reason)) => m::Signal::SourceHeld {
+                source: name.clone(),
+                reason: reason.clone(),
+            },
+            Ok(_) => m::Signal::SourcePolled {
+                source: name.clone(),
+                error: None,
+            },
+            Err(_) => m::Signal::SourcePolled {
+                source: name.clone(),
+                error: Some(said.clone()),
+            },
+        });
         let live = self.live_items();
         ctx.registry.update(name, |s| {
             s.polls += 1;

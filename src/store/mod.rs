@@ -14,6 +14,7 @@
 //!   read transactions, writes on the writer thread.
 
 mod codec;
+mod history;
 mod prune;
 mod redb;
 mod writer;
@@ -131,6 +132,8 @@ pub struct NewEvent {
     pub body: Arc<[u8]>,
     /// One per destination the event goes to (filtered destinations have none).
     pub deliveries: Vec<Delivery>,
+    /// Destinations whose `filter` dropped the event (recorded in the delivery log only).
+    pub filtered: Vec<String>,
 }
 
 /// The rendering of one event for one destination, decided before the commit so that every
@@ -207,6 +210,116 @@ pub struct OutboxRow {
     pub body: Arc<[u8]>,
 }
 
+/// One delivery attempt as the delivery log keeps it (design §6a).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Attempt number, from 1.
+    pub n: u32,
+    /// When it started, unix ms.
+    pub at_ms: i64,
+    /// How long it took, ms.
+    pub duration_ms: u64,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed without an answer (`timeout`, `connection failed: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first 1 KiB of the receiver's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// In the outbox.
+    Pending,
+    /// A 2xx was received.
+    Delivered,
+    /// In the dead letters.
+    Dead,
+    /// A `filter` program dropped it; never sent.
+    Filtered,
+}
+
+impl DeliveryStatus {
+    /// The name used in the API and on the page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Filtered => "filtered",
+        }
+    }
+}
+
+/// One delivery (an event to one destination) in the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// The outbox seq of the delivery (the log's key and cursor).
+    pub seq: u64,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Destination name.
+    pub destination: String,
+    /// Source name.
+    pub source: String,
+    /// Item key.
+    pub key: String,
+    /// Item revision.
+    pub revision: u64,
+    /// When the event was detected (or the resend asked for), unix ms.
+    pub created_ms: i64,
+    /// When the status last changed, unix ms.
+    pub updated_ms: i64,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Why it is dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The delivery this one re-sends, if it is a resend or replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<u64>,
+    /// Attempts, oldest first (the last [`MAX_ATTEMPTS_KEPT`] of them).
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+/// Attempts kept per delivery record.
+pub const MAX_ATTEMPTS_KEPT: usize = 50;
+
+/// A query of the delivery log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this destination.
+    pub destination: Option<String>,
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Only deliveries created at or after this time, unix ms.
+    pub since_ms: Option<i64>,
+    /// Only deliveries with a seq below this (the cursor of the previous page).
+    pub before_seq: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// One delivery of an event with the body it was (or will be) sent with, when still stored.
+#[derive(Debug, Clone)]
+pub struct EventDelivery {
+    /// The log record.
+    pub record: HistoryRecord,
+    /// The body, if the store still has it.
+    pub body: Option<Arc<[u8]>>,
+}
+
 /// What to do with an outbox row after an attempt.
 #[derive(Debug, Clone)]
 pub enum Settle {
@@ -214,6 +327,8 @@ pub enum Settle {
     Delivered {
         /// Row.
         seq: u64,
+        /// The attempt, for the delivery log.
+        attempt: Option<Attempt>,
     },
     /// Failed, try again later.
     Retry {
@@ -225,6 +340,8 @@ pub enum Settle {
         due_ms: i64,
         /// Why it failed.
         error: String,
+        /// The attempt, for the delivery log.
+        attempt: Option<Attempt>,
     },
     /// Give up: move it to the dead letters.
     Dead {
@@ -236,6 +353,8 @@ pub enum Settle {
         reason: String,
         /// Now, unix ms.
         now_ms: i64,
+        /// The attempt, for the delivery log.
+        attempt: Option<Attempt>,
     },
 }
 
@@ -288,6 +407,40 @@ pub enum WriteOp {
     DropRemoved {
         /// Cut-off, unix ms.
         before_ms: i64,
+    },
+    /// Queues events that belong to no source's state (pollhook's own alerts): only their
+    /// outbox rows and log records are written.
+    Emit(PollCommit),
+    /// Sends an event again, with the same id and body: a delivered one as a new outbox row,
+    /// a dead one revived; to one destination or all.
+    Resend {
+        /// Event id.
+        event_id: String,
+        /// Only this destination.
+        destination: Option<String>,
+        /// Now, unix ms.
+        now_ms: i64,
+    },
+    /// Sends again, in their original order, the events a source emitted since a time.
+    Replay {
+        /// Source name.
+        source: String,
+        /// From, unix ms.
+        since_ms: i64,
+        /// Only this destination.
+        destination: Option<String>,
+        /// Now, unix ms.
+        now_ms: i64,
+    },
+    /// Deletes delivery-log records older than `before_ms` or beyond `max_records`, looking at
+    /// no more than `budget` records (pruning runs in small steps between other commits).
+    PruneHistory {
+        /// Cut-off, unix ms.
+        before_ms: i64,
+        /// Most records kept.
+        max_records: u64,
+        /// Records examined at most.
+        budget: usize,
     },
 }
 
@@ -348,6 +501,12 @@ pub trait Backend: Send + Sync + 'static {
     fn dead(&self) -> Result<Vec<OutboxRow>, StoreError>;
     /// Every dead letter without its body, in `seq` order (listing and counting).
     fn dead_headers(&self) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Turns the delivery log on or off (design §6a; `history.keep: 0s`).
+    fn set_history(&self, on: bool);
+    /// The delivery log, newest first.
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError>;
+    /// Every delivery of one event, in seq order, with its body when still stored.
+    fn event(&self, event_id: &str) -> Result<Vec<EventDelivery>, StoreError>;
 }
 
 /// Opens the default engine (redb) at `path` and starts its writer, which hands committed

@@ -3,16 +3,19 @@
 //! Tables: `meta` (schema version, next outbox seq), `sources` (per-source metadata),
 //! `items` and `item_data` keyed by (source, item key), `outbox` and `dead` keyed by seq.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec::{decode_header, decode_item, decode_row, encode_item, encode_row};
+use super::history::{self, EVENT_SEQS, HISTORY, HISTORY_BODY};
 use super::prune;
 use super::{
-    Backend, OutboxRow, PollCommit, Settle, SourceMeta, SourceSnapshot, StoreError, Superseded,
-    WriteOp, WriteResult,
+    Backend, DeliveryStatus, EventDelivery, HistoryQuery, HistoryRecord, OutboxRow, PollCommit,
+    Settle, SourceMeta, SourceSnapshot, StoreError, Superseded, WriteOp, WriteResult,
 };
 
 /// Schema version this build writes. Bump it with a migration in [`RedbBackend::open`].
@@ -44,6 +47,8 @@ pub(super) fn be<E: Into<redb::Error>>(e: E) -> StoreError {
 /// redb-backed storage.
 pub struct RedbBackend {
     db: Database,
+    /// Whether the delivery log is kept.
+    history: AtomicBool,
 }
 
 impl RedbBackend {
@@ -87,12 +92,23 @@ impl RedbBackend {
             txn.open_table(REMOVED).map_err(be)?;
             txn.open_table(OUTBOX).map_err(be)?;
             txn.open_table(DEAD).map_err(be)?;
+            txn.open_table(HISTORY).map_err(be)?;
+            txn.open_table(HISTORY_BODY).map_err(be)?;
+            txn.open_table(EVENT_SEQS).map_err(be)?;
         }
         txn.commit().map_err(be)?;
-        Ok(RedbBackend { db })
+        Ok(RedbBackend {
+            db,
+            history: AtomicBool::new(true),
+        })
+    }
+
+    fn logging(&self) -> bool {
+        self.history.load(Ordering::Relaxed)
     }
 
     fn apply_poll(
+        &self,
         txn: &WriteTransaction,
         c: &PollCommit,
         next_seq: &mut u64,
@@ -113,6 +129,17 @@ impl RedbBackend {
                 data.insert(k, bytes.as_slice()).map_err(be)?;
             }
         }
+        drop((items, data));
+        self.insert_events(txn, c, next_seq)
+    }
+
+    /// The outbox rows (and log records) of a commit's events.
+    fn insert_events(
+        &self,
+        txn: &WriteTransaction,
+        c: &PollCommit,
+        next_seq: &mut u64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
         let mut dead = txn.open_table(DEAD).map_err(be)?;
         let mut rows = Vec::new();
@@ -143,25 +170,64 @@ impl RedbBackend {
                 table
                     .insert(row.seq, encode_row(&row).as_slice())
                     .map_err(be)?;
+                if self.logging() {
+                    history::created(txn, &row, None)?;
+                }
                 rows.push(row);
+            }
+            if self.logging() {
+                for name in &event.filtered {
+                    let row = OutboxRow {
+                        seq: *next_seq,
+                        destination: name.clone(),
+                        source: c.source.clone(),
+                        key: event.key.clone(),
+                        revision: event.revision,
+                        event_id: event.id.clone(),
+                        event_type: event.kind.to_owned(),
+                        attempts: 0,
+                        due_ms: c.now_ms,
+                        created_ms: c.now_ms,
+                        last_error: None,
+                        dead_reason: None,
+                        dead_ms: None,
+                        body: Arc::from(&[][..]),
+                    };
+                    *next_seq += 1;
+                    history::filtered(txn, &row)?;
+                }
             }
         }
         Ok(rows)
     }
 
-    fn apply_settle(txn: &WriteTransaction, list: &[Settle]) -> Result<(), StoreError> {
+    fn apply_settle(&self, txn: &WriteTransaction, list: &[Settle]) -> Result<(), StoreError> {
         let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
         let mut dead = txn.open_table(DEAD).map_err(be)?;
+        let log = self.logging();
         for s in list {
             match s {
-                Settle::Delivered { seq } => {
-                    outbox.remove(*seq).map_err(be)?;
+                Settle::Delivered { seq, attempt } => {
+                    let removed = outbox.remove(*seq).map_err(be)?;
+                    if log && let Some(bytes) = removed {
+                        let row = decode_row(bytes.value())?;
+                        drop(bytes);
+                        history::settled(
+                            txn,
+                            *seq,
+                            DeliveryStatus::Delivered,
+                            attempt.as_ref(),
+                            None,
+                            Some(&row.body),
+                        )?;
+                    }
                 }
                 Settle::Retry {
                     seq,
                     attempts,
                     due_ms,
                     error,
+                    attempt,
                 } => {
                     let Some(mut row) = read_row(&outbox, *seq)? else {
                         continue;
@@ -172,12 +238,23 @@ impl RedbBackend {
                     outbox
                         .insert(*seq, encode_row(&row).as_slice())
                         .map_err(be)?;
+                    if log {
+                        history::settled(
+                            txn,
+                            *seq,
+                            DeliveryStatus::Pending,
+                            attempt.as_ref(),
+                            None,
+                            None,
+                        )?;
+                    }
                 }
                 Settle::Dead {
                     seq,
                     attempts,
                     reason,
                     now_ms,
+                    attempt,
                 } => {
                     let Some(mut row) = read_row(&outbox, *seq)? else {
                         continue;
@@ -187,10 +264,129 @@ impl RedbBackend {
                     row.dead_ms = Some(*now_ms);
                     outbox.remove(*seq).map_err(be)?;
                     dead.insert(*seq, encode_row(&row).as_slice()).map_err(be)?;
+                    if log {
+                        history::settled(
+                            txn,
+                            *seq,
+                            DeliveryStatus::Dead,
+                            attempt.as_ref(),
+                            Some(reason),
+                            None,
+                        )?;
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A new outbox row sending a delivered delivery again: same event id and body.
+    fn again(
+        &self,
+        txn: &WriteTransaction,
+        r: &HistoryRecord,
+        body: Vec<u8>,
+        next_seq: &mut u64,
+        now_ms: i64,
+    ) -> Result<OutboxRow, StoreError> {
+        let row = OutboxRow {
+            seq: *next_seq,
+            destination: r.destination.clone(),
+            source: r.source.clone(),
+            key: r.key.clone(),
+            revision: r.revision,
+            event_id: r.event_id.clone(),
+            event_type: r.event_type.clone(),
+            attempts: 0,
+            due_ms: now_ms,
+            created_ms: now_ms,
+            last_error: None,
+            dead_reason: None,
+            dead_ms: None,
+            body: Arc::from(body),
+        };
+        *next_seq += 1;
+        txn.open_table(OUTBOX)
+            .map_err(be)?
+            .insert(row.seq, encode_row(&row).as_slice())
+            .map_err(be)?;
+        if self.logging() {
+            history::created(txn, &row, Some(r.seq))?;
+        }
+        Ok(row)
+    }
+
+    /// Sends the given deliveries again in order: delivered ones as new rows, dead ones revived
+    /// (unless superseded); pending and filtered ones are skipped.
+    fn send_again(
+        &self,
+        txn: &WriteTransaction,
+        seqs: &[u64],
+        next_seq: &mut u64,
+        now_ms: i64,
+    ) -> Result<WriteResult, StoreError> {
+        let mut rows = Vec::new();
+        let mut superseded = Vec::new();
+        for &seq in seqs {
+            let in_dead = read_row(&txn.open_table(DEAD).map_err(be)?, seq)?.is_some();
+            if in_dead {
+                if let WriteResult::Revived {
+                    rows: r,
+                    superseded: s,
+                } = self.revive(txn, Some(&[seq]), now_ms)?
+                {
+                    rows.extend(r);
+                    superseded.extend(s);
+                }
+            } else if let Some((record, body)) = history::resendable(txn, seq)? {
+                rows.push(self.again(txn, &record, body, next_seq, now_ms)?);
+            }
+        }
+        Ok(WriteResult::Revived { rows, superseded })
+    }
+
+    /// The latest delivery of an event per destination (optionally one destination).
+    fn resend_targets(
+        txn: &WriteTransaction,
+        event_id: &str,
+        destination: Option<&str>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let seqs = history::seqs_of(&txn.open_table(EVENT_SEQS).map_err(be)?, event_id)?;
+        let table = txn.open_table(HISTORY).map_err(be)?;
+        let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+        for seq in seqs {
+            let Some(v) = table.get(seq).map_err(be)? else {
+                continue;
+            };
+            let r = history::decode(v.value())?;
+            if destination.is_none_or(|d| d == r.destination) {
+                latest.insert(r.destination, seq);
+            }
+        }
+        Ok(latest.into_values().collect())
+    }
+
+    /// What a source emitted since `since_ms` (original deliveries only), in order.
+    fn replay_targets(
+        txn: &WriteTransaction,
+        source: &str,
+        since_ms: i64,
+        destination: Option<&str>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let table = txn.open_table(HISTORY).map_err(be)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let r = history::decode(v.value())?;
+            if r.source == source
+                && r.created_ms >= since_ms
+                && r.resend_of.is_none()
+                && destination.is_none_or(|d| d == r.destination)
+            {
+                out.push(k.value());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -199,6 +395,7 @@ impl RedbBackend {
     /// item has a newer revision: reviving it would send an older state after a newer one
     /// (invariant 4), so it stays dead and is reported as superseded.
     fn revive(
+        &self,
         txn: &WriteTransaction,
         seqs: Option<&[u64]>,
         now_ms: i64,
@@ -242,6 +439,9 @@ impl RedbBackend {
             outbox
                 .insert(seq, encode_row(&row).as_slice())
                 .map_err(be)?;
+            if self.logging() {
+                history::settled(txn, seq, DeliveryStatus::Pending, None, None, None)?;
+            }
             rows.push(row);
         }
         Ok(WriteResult::Revived { rows, superseded })
@@ -295,11 +495,39 @@ impl Backend for RedbBackend {
             for op in ops.iter() {
                 results.push(match op {
                     WriteOp::Poll(c) => {
-                        WriteResult::Rows(Self::apply_poll(&txn, c, &mut next_seq)?)
+                        WriteResult::Rows(self.apply_poll(&txn, c, &mut next_seq)?)
+                    }
+                    WriteOp::Emit(c) => {
+                        WriteResult::Rows(self.insert_events(&txn, c, &mut next_seq)?)
                     }
                     WriteOp::Settle(list) => {
-                        Self::apply_settle(&txn, list)?;
+                        self.apply_settle(&txn, list)?;
                         WriteResult::Settled
+                    }
+                    WriteOp::Resend {
+                        event_id,
+                        destination,
+                        now_ms,
+                    } => {
+                        let seqs = Self::resend_targets(&txn, event_id, destination.as_deref())?;
+                        self.send_again(&txn, &seqs, &mut next_seq, *now_ms)?
+                    }
+                    WriteOp::Replay {
+                        source,
+                        since_ms,
+                        destination,
+                        now_ms,
+                    } => {
+                        let seqs =
+                            Self::replay_targets(&txn, source, *since_ms, destination.as_deref())?;
+                        self.send_again(&txn, &seqs, &mut next_seq, *now_ms)?
+                    }
+                    WriteOp::PruneHistory {
+                        before_ms,
+                        max_records,
+                        budget,
+                    } => {
+                        WriteResult::Count(history::prune(&txn, *before_ms, *max_records, *budget)?)
                     }
                     WriteOp::Meta { source, meta } => {
                         let bytes = serde_json::to_vec(meta)
@@ -311,7 +539,7 @@ impl Backend for RedbBackend {
                         WriteResult::Settled
                     }
                     WriteOp::Revive { seqs, now_ms } => {
-                        Self::revive(&txn, seqs.as_deref(), *now_ms)?
+                        self.revive(&txn, seqs.as_deref(), *now_ms)?
                     }
                     WriteOp::PurgeDead { before_ms } => {
                         WriteResult::Count(Self::purge(&txn, *before_ms)?)
@@ -412,5 +640,38 @@ impl Backend for RedbBackend {
     fn dead(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
         read_rows(&txn.open_table(DEAD).map_err(be)?, decode_row)
+    }
+
+    fn set_history(&self, on: bool) {
+        self.history.store(on, Ordering::Relaxed);
+    }
+
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        history::query(&txn.open_table(HISTORY).map_err(be)?, query)
+    }
+
+    fn event(&self, event_id: &str) -> Result<Vec<EventDelivery>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let seqs = history::seqs_of(&txn.open_table(EVENT_SEQS).map_err(be)?, event_id)?;
+        let records = txn.open_table(HISTORY).map_err(be)?;
+        let bodies = txn.open_table(HISTORY_BODY).map_err(be)?;
+        let outbox = txn.open_table(OUTBOX).map_err(be)?;
+        let dead = txn.open_table(DEAD).map_err(be)?;
+        let mut out = Vec::new();
+        for seq in seqs {
+            let Some(v) = records.get(seq).map_err(be)? else {
+                continue;
+            };
+            let record = history::decode(v.value())?;
+            let body = match record.status {
+                DeliveryStatus::Delivered => history::delivered_body(&bodies, seq)?,
+                DeliveryStatus::Pending => history::stored_row(&outbox, seq)?.map(|r| r.body),
+                DeliveryStatus::Dead => history::stored_row(&dead, seq)?.map(|r| r.body),
+                DeliveryStatus::Filtered => None,
+            };
+            out.push(EventDelivery { record, body });
+        }
+        Ok(out)
     }
 }

@@ -171,6 +171,68 @@ impl Store {
         self.count(WriteOp::DropRemoved { before_ms }).await
     }
 
+    /// Queues events that belong to no source's state (alerts); returns their rows.
+    pub async fn emit(&self, commit: PollCommit) -> Result<Vec<OutboxRow>, StoreError> {
+        match self.write(WriteOp::Emit(commit)).await? {
+            WriteResult::Rows(rows) => Ok(rows),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Sends an event again (same id and body) to one or all of its destinations; returns the
+    /// queued rows and the dead letters left dead as superseded.
+    pub async fn resend(
+        &self,
+        event_id: &str,
+        destination: Option<String>,
+        now_ms: i64,
+    ) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
+        let op = WriteOp::Resend {
+            event_id: event_id.to_owned(),
+            destination,
+            now_ms,
+        };
+        match self.write(op).await? {
+            WriteResult::Revived { rows, superseded } => Ok((rows, superseded)),
+            _ => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// Sends again, in order, what `source` emitted since `since_ms`.
+    pub async fn replay(
+        &self,
+        source: &str,
+        since_ms: i64,
+        destination: Option<String>,
+        now_ms: i64,
+    ) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
+        let op = WriteOp::Replay {
+            source: source.to_owned(),
+            since_ms,
+            destination,
+            now_ms,
+        };
+        match self.write(op).await? {
+            WriteResult::Revived { rows, superseded } => Ok((rows, superseded)),
+            _ => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// One small step of delivery-log pruning; returns how many records went.
+    pub async fn prune_history(
+        &self,
+        before_ms: i64,
+        max_records: u64,
+        budget: usize,
+    ) -> Result<usize, StoreError> {
+        let op = WriteOp::PruneHistory {
+            before_ms,
+            max_records,
+            budget,
+        };
+        self.count(op).await
+    }
+
     /// Records delivery outcomes.
     pub async fn settle(&self, outcomes: Vec<Settle>) -> Result<(), StoreError> {
         self.write(WriteOp::Settle(outcomes)).await.map(|_| ())

@@ -52,6 +52,7 @@ fn commit(key: &str) -> PollCommit {
                 body: None,
                 dead: None,
             }],
+            filtered: Vec::new(),
         }],
         now_ms: 0,
     }
