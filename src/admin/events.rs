@@ -116,6 +116,7 @@ pub fn record_json(r: &HistoryRecord) -> Value {
         "created_at": at(r.created_ms),
         "updated_at": at(r.updated_ms),
         "attempts": r.attempts.len(),
+        "failed_attempts": r.attempts.iter().filter(|a| !matches!(a.status, Some(200..=299))).count(),
         "last_status": last.and_then(|a| a.status),
         "last_error": last.and_then(|a| a.error.clone()),
         "resend_of": r.resend_of,

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod events;
+pub mod page;
 mod routes;
 
 use std::collections::HashMap;
@@ -51,6 +52,18 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// The configured destinations (headers shown in the delivery log).
     pub destinations: crate::config::Destinations,
+    /// Keys the page's session and form tokens when no admin token is set (random per process).
+    pub page_secret: Arc<[u8; 32]>,
+    /// Whether the listener is on loopback (the page's buttons work there without a token).
+    pub loopback: bool,
+}
+
+/// A fresh random key for [`AdminState::page_secret`].
+pub fn page_secret() -> Arc<[u8; 32]> {
+    let mut key = [0u8; 32];
+    // The system RNG does not fail on Linux; a zero key would still need the Origin check.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+    Arc::new(key)
 }
 
 /// The router.
@@ -70,6 +83,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/replay", post(events::replay))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(page::index))
+        .route("/login", post(page::login))
+        .route("/events/{id}", get(page::event))
+        .route("/ui/sources/{name}/resume", post(page::resume))
+        .route("/ui/events/{id}/resend", post(page::resend))
+        .route("/ui/dead/{seq}/retry", post(page::retry_dead))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

@@ -326,13 +326,8 @@ async fn events_list(list: EventsList) -> anyhow::Result<()> {
         ])
     );
     let answer = client(&list.ops).await?.call(Method::GET, &path).await?;
-    let failed = |e: &Value| {
-        e["status"] == "dead"
-            || !e["last_error"].is_null()
-            || e["last_status"]
-                .as_u64()
-                .is_some_and(|c| !(200..300).contains(&c))
-    };
+    let failed =
+        |e: &Value| e["status"] == "dead" || e["failed_attempts"].as_u64().is_some_and(|n| n > 0);
     let events: Vec<&Value> = answer["events"]
         .as_array()
         .into_iter()

@@ -71,6 +71,8 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
 
 fn history(raw: Option<&Spanned<RawHistory>>, ck: &mut Checker<'_>) -> Option<History> {
     let keep = match raw.and_then(|h| h.value.keep.as_ref()) {
+        // `0s` / `off` turns the log off.
+        Some(v) if matches!(v.value.trim(), "0" | "0s" | "off") => std::time::Duration::ZERO,
         Some(v) => ck.duration("history.keep", v)?,
         None => DEFAULT_HISTORY_KEEP,
     };

@@ -131,6 +131,8 @@ pub async fn run(
         reload: reload_tx,
         token: config.admin.token.clone(),
         destinations: delivery.dests.clone(),
+        page_secret: admin::page_secret(),
+        loopback: false,
     };
     let admin_task = start_admin(
         &config,
@@ -324,8 +326,10 @@ async fn start_admin(
             })?,
         (None, None) => return Ok(None),
     };
+    let mut state = state;
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, token = state.token.is_some(), "admin API listening");
+        state.loopback = addr.ip().is_loopback();
+        tracing::info!(%addr, token = state.token.is_some(), "admin API listening; status page at http://{addr}/");
     }
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = admin::serve(listener, state, stop).await {

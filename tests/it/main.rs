@@ -12,6 +12,7 @@ mod durability;
 mod fetch_failures;
 mod flood;
 mod fuzz_props;
+mod history;
 mod hostile;
 mod ops;
 mod ordering;

@@ -41,6 +41,12 @@ impl R {
         self
     }
 
+    /// Sets the answer's body.
+    pub fn body(mut self, text: &str) -> R {
+        self.template = self.template.set_body_string(text);
+        self
+    }
+
     /// Delays the answer.
     pub fn delay(mut self, d: Duration) -> R {
         self.template = self.template.set_delay(d);
