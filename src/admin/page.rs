@@ -102,8 +102,8 @@ fn can_write(s: &AdminState, headers: &HeaderMap) -> bool {
 }
 
 /// A state-changing POST from the page: allowed, same-origin (when the browser says), and
-/// carrying the CSRF token.
-fn check_post(s: &AdminState, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+/// carrying the CSRF token; the refusal otherwise.
+fn check_post(s: &AdminState, headers: &HeaderMap, csrf: &str) -> Result<(), Box<Response>> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -113,22 +113,22 @@ fn check_post(s: &AdminState, headers: &HeaderMap, csrf: &str) -> Result<(), Res
         && origin != format!("http://{host}")
         && origin != format!("https://{host}")
     {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "cross-site request refused (Origin does not match this page)",
-        ));
+        )));
     }
     if !bool::from(csrf.as_bytes().ct_eq(csrf_value(s).as_bytes())) {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "missing or wrong form token; reload the page and try again",
-        ));
+        )));
     }
     if !can_write(s, headers) {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "the page is read-only: set admin.token to use its buttons on a non-loopback listener",
-        ));
+        )));
     }
     Ok(())
 }
@@ -622,7 +622,7 @@ pub async fn resume(
     Form(form): Form<Action>,
 ) -> Response {
     if let Err(r) = check_post(&s, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     let sender = s.controls.read().ok().and_then(|c| c.get(&name).cloned());
     if let Some(sender) = sender {
@@ -643,7 +643,7 @@ pub async fn resend(
     Form(form): Form<Action>,
 ) -> Response {
     if let Err(r) = check_post(&s, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     let destination = q.destination.filter(|d| !d.is_empty());
     if let Err(e) = s.store.resend(&id, destination, now_ms()).await {
@@ -661,7 +661,7 @@ pub async fn retry_dead(
     Form(form): Form<Action>,
 ) -> Response {
     if let Err(r) = check_post(&s, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     if let Err(e) = s.store.revive(Some(vec![seq]), now_ms()).await {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
