@@ -1,0 +1,273 @@
+//! The status page in a real browser: headless Chromium driven over WebDriver (Debian's
+//! `chromium` and `chromium-driver`, installed by `.ci/run`), spoken to directly with reqwest.
+//! Logs in with the token, sees a failing source's error, opens a delivery's detail, resends a
+//! dead letter and sees it delivered, resumes a held source. Screenshots go to
+//! `target/screenshots/`. Outside CI a machine without chromedriver skips loudly; in CI
+//! (`CI=true`) it fails.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::helpers::script::{Scripted, r};
+use crate::helpers::upstream::{Reply, Upstream};
+use crate::helpers::{Daemon, KillOnDrop, free_port, wait_until};
+
+const T: Duration = Duration::from_secs(20);
+const TOKEN: &str = "page-token-1234";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn found(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A WebDriver session.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Browser {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(T);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("chromedriver answers");
+        let text = resp.text().await.expect("chromedriver body");
+        let v: Value = serde_json::from_str(&text).expect("chromedriver JSON");
+        assert!(
+            v["value"]["error"].is_null(),
+            "webdriver {path}: {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    async fn find(&self, xpath: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "xpath", "value": xpath})),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("element {xpath}: {v}"))
+            .to_owned()
+    }
+
+    async fn click(&self, xpath: &str) {
+        let e = self.find(xpath).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, xpath: &str, text: &str) {
+        let e = self.find(xpath).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn text(&self) -> String {
+        let body = self.find("//body").await;
+        self.call(reqwest::Method::GET, &format!("/element/{body}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("base64"))
+            .expect("png");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// Reloads `url` until its text contains `needle`.
+    async fn wait_for(&self, url: &str, needle: &str) {
+        wait_until(T, needle, || async {
+            self.go(url).await;
+            self.text().await.contains(needle)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_a_real_browser() {
+    if !found("chromedriver") || !(found("chromium") || found("chromium-browser")) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "chromium and chromedriver are missing in CI; .ci/run installs them"
+        );
+        eprintln!("SKIPPED status_page_in_a_real_browser: install chromium and chromium-driver");
+        return;
+    }
+    let up = Upstream::start(&json!([{"id": 1, "title": "first"}]).to_string()).await;
+    let broken = Upstream::start("[]").await;
+    broken.set(Reply::Status(503));
+    let flood = Upstream::start("[]").await;
+    // The first delivery is refused (400: dead letter), then the agent accepts.
+    let agent = Scripted::start(vec![r(400).body("no such task")], r(204)).await;
+    let yaml = format!(
+        "state: ./state.redb
+admin:
+  listen: off
+  token: {TOKEN}
+destinations:
+  agent:
+    url: {agent}/hook
+    secret: ${{SECRET}}
+sources:
+  things:
+    url: {up}/things
+    every: 200ms
+    key: /id
+    on_first_poll: emit
+    to: [agent]
+  broken:
+    url: {broken}/things
+    every: 200ms
+    key: /id
+    to: [agent]
+  flood:
+    url: {flood}/things
+    every: 200ms
+    key: /id
+    max_changes: 2
+    to: [agent]
+",
+        agent = agent.uri(),
+        up = up.url,
+        broken = broken.url,
+        flood = flood.url,
+    );
+    let d = Daemon::start(&yaml);
+    agent.wait_hits(1, T).await;
+    let dead_id = agent.hits()[0].id.clone();
+    flood.wait_polls(1).await;
+    flood.set(Reply::Json(
+        json!([{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}]).to_string(),
+    ));
+
+    let port = free_port();
+    let _driver = KillOnDrop(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    pollhook::http::install_crypto();
+    let http = reqwest::Client::new();
+    let driver = format!("http://127.0.0.1:{port}");
+    wait_until(T, "chromedriver ready", || async {
+        http.get(format!("{driver}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let binary = if found("chromium") {
+        "/usr/bin/chromium"
+    } else {
+        "/usr/bin/chromium-browser"
+    };
+    let session = Browser {
+        http: http.clone(),
+        base: driver.clone(),
+    }
+    .call(
+        reqwest::Method::POST,
+        "/session",
+        Some(json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": binary,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1100,1500"],
+            },
+        }}})),
+    )
+    .await;
+    let id = session["sessionId"].as_str().expect("session").to_owned();
+    let b = Browser {
+        http,
+        base: format!("{driver}/session/{id}"),
+    };
+    let home = format!("{}/", d.admin);
+
+    // The token is asked for once, then kept in a cookie.
+    b.go(&home).await;
+    assert!(b.text().await.contains("admin token"));
+    b.screenshot("login").await;
+    b.type_into("//input[@id='token']", TOKEN).await;
+    b.click("//button[@type='submit']").await;
+    b.wait_for(&home, "HTTP 503").await;
+    let page = b.text().await;
+    assert!(
+        page.contains("broken") && page.contains("failing"),
+        "{page}"
+    );
+    b.wait_for(&home, "max_changes").await;
+    b.screenshot("status").await;
+
+    // A delivery's detail: its attempt, the receiver's answer, the body as sent.
+    b.go(&format!("{}/events/{dead_id}", d.admin)).await;
+    let detail = b.text().await;
+    assert!(
+        detail.contains("HTTP 400") && detail.contains("no such task"),
+        "{detail}"
+    );
+    assert!(detail.contains("\"title\":\"first\""), "{detail}");
+    b.screenshot("event").await;
+
+    // Resend the dead letter from the page and see it delivered.
+    b.go(&home).await;
+    b.click("//button[starts-with(text(),'Resend dead letter')]")
+        .await;
+    agent.wait_hits(2, T).await;
+    assert_eq!(agent.hits()[1].id, dead_id);
+    b.wait_for(&format!("{}/events/{dead_id}", d.admin), "HTTP 204")
+        .await;
+
+    // Resume the held source: it polls again and its changes go out.
+    b.go(&home).await;
+    b.click("//button[text()='Resume flood']").await;
+    agent.wait_hits(6, T).await;
+    b.wait_for(&home, "delivered").await;
+    b.screenshot("after").await;
+    b.call(reqwest::Method::DELETE, "", None).await;
+    d.stop().await;
+}
