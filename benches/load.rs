@@ -3,7 +3,8 @@
 //! second; then a burst of 10,000 changes at once. Everything on 127.0.0.1; bounded in time.
 //!
 //! `cargo bench --bench load` (env: LOAD_SOURCES=1000, LOAD_SECONDS=30, LOAD_CONDITIONAL=0 to
-//! turn conditional requests off; the upstream always sends ETags and honours If-None-Match).
+//! turn conditional requests off; the upstream always sends ETags and honours If-None-Match;
+//! LOAD_HISTORY=0 turns the delivery log off, to measure its cost).
 //! Prints polls/s achieved vs scheduled, schedule lag p50/p99, detection-to-delivery and
 //! change-to-delivery latency p50/p99, deliveries/s, daemon CPU seconds per 1,000 polls, peak
 //! RSS, and the burst delivery rate.
@@ -131,9 +132,10 @@ async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> axum::http::St
     axum::http::StatusCode::NO_CONTENT
 }
 
-fn config(sources: usize, up: &str, rx: &str, conditional: bool) -> String {
+fn config(sources: usize, up: &str, rx: &str, conditional: bool, history: bool) -> String {
+    let keep = if history { "7d" } else { "0s" };
     let mut y = format!(
-        "state: ./state.redb\nadmin:\n  listen: off\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\nsources:\n"
+        "history: {{ keep: {keep} }}\nstate: ./state.redb\nadmin:\n  listen: off\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\nsources:\n"
     );
     for s in 0..sources {
         y.push_str(&format!("  s{s}:\n    url: {up}/s/{s}\n    every: 1s\n    jitter: 0%\n    key: /id\n    conditional: {conditional}\n    to: [sink]\n"));
@@ -234,7 +236,12 @@ async fn run(sources: usize, seconds: u64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bridge.yaml");
     let conditional = std::env::var("LOAD_CONDITIONAL").as_deref() != Ok("0");
-    std::fs::write(&cfg, config(sources, &up_url, &rx_url, conditional)).unwrap();
+    let history = std::env::var("LOAD_HISTORY").as_deref() != Ok("0");
+    std::fs::write(
+        &cfg,
+        config(sources, &up_url, &rx_url, conditional, history),
+    )
+    .unwrap();
     let child = support::spawn_daemon(&cfg, "warn");
     let pid = child.id();
 

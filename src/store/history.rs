@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
-use super::codec::decode_row;
 use super::redb::be;
 use super::{
     Attempt, DeliveryStatus, HistoryQuery, HistoryRecord, MAX_ATTEMPTS_KEPT, OutboxRow, StoreError,
@@ -228,15 +227,4 @@ pub(super) fn prune(
         index.remove((event.as_str(), *seq)).map_err(be)?;
     }
     Ok(doomed.len())
-}
-
-/// The row of a pending or dead delivery (bodies included), from its table.
-pub(super) fn stored_row(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    seq: u64,
-) -> Result<Option<OutboxRow>, StoreError> {
-    match table.get(seq).map_err(be)? {
-        Some(v) => decode_row(v.value()).map(Some),
-        None => Ok(None),
-    }
 }

@@ -145,23 +145,10 @@ impl RedbBackend {
         let mut rows = Vec::new();
         for event in &c.events {
             for delivery in &event.deliveries {
-                let row = OutboxRow {
-                    seq: *next_seq,
-                    destination: delivery.destination.clone(),
-                    source: c.source.clone(),
-                    key: event.key.clone(),
-                    revision: event.revision,
-                    event_id: event.id.clone(),
-                    event_type: event.kind.to_owned(),
-                    attempts: 0,
-                    due_ms: c.now_ms,
-                    created_ms: c.now_ms,
-                    last_error: None,
-                    dead_reason: delivery.dead.clone(),
-                    dead_ms: delivery.dead.as_ref().map(|_| c.now_ms),
-                    body: delivery.body.clone().unwrap_or_else(|| event.body.clone()),
-                };
-                *next_seq += 1;
+                let body = delivery.body.clone().unwrap_or_else(|| event.body.clone());
+                let mut row = new_row(c, event, &delivery.destination, body, next_seq);
+                row.dead_reason = delivery.dead.clone();
+                row.dead_ms = delivery.dead.as_ref().map(|_| c.now_ms);
                 // A delivery whose jq program failed is a dead letter from the start.
                 let table = match row.dead_reason {
                     Some(_) => &mut dead,
@@ -177,23 +164,7 @@ impl RedbBackend {
             }
             if self.logging() {
                 for name in &event.filtered {
-                    let row = OutboxRow {
-                        seq: *next_seq,
-                        destination: name.clone(),
-                        source: c.source.clone(),
-                        key: event.key.clone(),
-                        revision: event.revision,
-                        event_id: event.id.clone(),
-                        event_type: event.kind.to_owned(),
-                        attempts: 0,
-                        due_ms: c.now_ms,
-                        created_ms: c.now_ms,
-                        last_error: None,
-                        dead_reason: None,
-                        dead_ms: None,
-                        body: Arc::from(&[][..]),
-                    };
-                    *next_seq += 1;
+                    let row = new_row(c, event, name, Arc::from(&[][..]), next_seq);
                     history::filtered(txn, &row)?;
                 }
             }
@@ -461,7 +432,35 @@ impl RedbBackend {
     }
 }
 
-fn read_row(
+/// A fresh outbox row (next seq, due now) of `event` for `destination`.
+fn new_row(
+    c: &PollCommit,
+    event: &super::NewEvent,
+    destination: &str,
+    body: Arc<[u8]>,
+    next_seq: &mut u64,
+) -> OutboxRow {
+    let row = OutboxRow {
+        seq: *next_seq,
+        destination: destination.to_owned(),
+        source: c.source.clone(),
+        key: event.key.clone(),
+        revision: event.revision,
+        event_id: event.id.clone(),
+        event_type: event.kind.to_owned(),
+        attempts: 0,
+        due_ms: c.now_ms,
+        created_ms: c.now_ms,
+        last_error: None,
+        dead_reason: None,
+        dead_ms: None,
+        body,
+    };
+    *next_seq += 1;
+    row
+}
+
+pub(super) fn read_row(
     table: &impl ReadableTable<u64, &'static [u8]>,
     seq: u64,
 ) -> Result<Option<OutboxRow>, StoreError> {
@@ -666,8 +665,8 @@ impl Backend for RedbBackend {
             let record = history::decode(v.value())?;
             let body = match record.status {
                 DeliveryStatus::Delivered => history::delivered_body(&bodies, seq)?,
-                DeliveryStatus::Pending => history::stored_row(&outbox, seq)?.map(|r| r.body),
-                DeliveryStatus::Dead => history::stored_row(&dead, seq)?.map(|r| r.body),
+                DeliveryStatus::Pending => read_row(&outbox, seq)?.map(|r| r.body),
+                DeliveryStatus::Dead => read_row(&dead, seq)?.map(|r| r.body),
                 DeliveryStatus::Filtered => None,
             };
             out.push(EventDelivery { record, body });
