@@ -8,9 +8,6 @@ use clap::Parser;
 use pollhook::cli::{self, Cli, Command, LogFormat};
 use pollhook::config::ConfigError;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
