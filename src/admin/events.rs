@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AdminState;
-use crate::delivery::signing::Signer;
 use crate::delivery::{DispatchCmd, now_ms};
 use crate::status::rfc3339;
 use crate::store::{
@@ -149,41 +148,27 @@ pub async fn list(State(s): State<AdminState>, Query(q): Query<EventsQuery>) -> 
 pub fn sent_headers(s: &AdminState, d: &EventDelivery) -> Option<Vec<(String, String)>> {
     let dests = s.destinations.read().ok()?;
     let dest = dests.get(&d.record.destination)?;
-    let signer = Signer::new(dest);
+    let r = &d.record;
     let row = OutboxRow {
-        seq: d.record.seq,
-        destination: d.record.destination.clone(),
-        source: d.record.source.clone(),
-        key: d.record.key.clone(),
-        revision: d.record.revision,
-        event_id: d.record.event_id.clone(),
-        event_type: d.record.event_type.clone(),
+        seq: r.seq,
+        destination: r.destination.clone(),
+        source: r.source.clone(),
+        key: r.key.clone(),
+        revision: r.revision,
+        event_id: r.event_id.clone(),
+        event_type: r.event_type.clone(),
         attempts: 0,
         due_ms: 0,
-        created_ms: d.record.created_ms,
+        created_ms: r.created_ms,
         last_error: None,
         dead_reason: None,
         dead_ms: None,
-        body: d
-            .body
-            .clone()
-            .unwrap_or_else(|| std::sync::Arc::from(&[][..])),
+        body: std::sync::Arc::from(&[][..]),
     };
-    let ts = d
-        .record
-        .attempts
-        .last()
-        .map_or(d.record.created_ms, |a| a.at_ms)
-        / 1000;
-    let signed: Vec<String> = signer
-        .headers(&row.event_id, ts, &row.body)
-        .into_iter()
-        .map(|(n, _)| n.as_str().to_owned())
-        .collect();
+    let ts = r.attempts.last().map_or(r.created_ms, |a| a.at_ms) / 1000;
     Some(
-        crate::delivery::send::request_headers(dest, &signer, &row, ts)
+        crate::delivery::send::unsigned_headers(dest, &row, ts)
             .into_iter()
-            .filter(|(n, _)| !signed.iter().any(|s| s == n.as_str()))
             .map(|(n, v)| {
                 let value = match v.is_sensitive() {
                     true => "(omitted)".to_owned(),

@@ -166,15 +166,7 @@ fn commit(alert: &Alert, config: &Alerts) -> PollCommit {
             key: alert.subject.clone(),
             revision,
             body: Arc::from(body.to_string().into_bytes()),
-            deliveries: config
-                .to
-                .iter()
-                .map(|d| Delivery {
-                    destination: d.clone(),
-                    body: None,
-                    dead: None,
-                })
-                .collect(),
+            deliveries: config.to.iter().map(|d| Delivery::envelope(d)).collect(),
             filtered: Vec::new(),
         }],
         now_ms: now.timestamp_millis(),

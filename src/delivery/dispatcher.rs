@@ -383,17 +383,12 @@ impl Dispatcher {
         record.n = attempts;
         let attempt = Some(record);
         let seq = done.seq;
-        let failed = match &outcome {
-            Outcome::Status {
-                code: 200..=299, ..
-            } => None,
-            other => Some(describe(other)),
-        };
+        let decision = decide(attempts, &outcome, &sender.dest.retry, now);
         self.signals.send(m::Signal::DestinationAttempt {
             destination: name.clone(),
-            error: failed,
+            error: (decision != Decision::Done).then(|| describe(&outcome)),
         });
-        match decide(attempts, &outcome, &sender.dest.retry, now) {
+        match decision {
             Decision::Done => {
                 tracing::debug!(destination = %name, event = %event, attempts, "delivered");
                 let latency = (now - p.created_ms).max(0) as f64 / 1000.0;

@@ -57,7 +57,24 @@ pub fn request_headers(
     row: &OutboxRow,
     timestamp: i64,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let text = |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut out = unsigned_headers(dest, row, timestamp);
+    for (name, value) in signer.headers(&row.event_id, timestamp, &row.body) {
+        out.push((name, text(&value)));
+    }
+    out
+}
+
+fn text(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The headers of one attempt before its signatures (what the delivery log shows); configured
+/// `headers:` values are marked sensitive.
+pub fn unsigned_headers(
+    dest: &Destination,
+    row: &OutboxRow,
+    timestamp: i64,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = vec![
         (
             HeaderName::from_static(CONTENT_TYPE),
@@ -83,9 +100,6 @@ pub fn request_headers(
         let mut value = text(&template.render(&values));
         value.set_sensitive(true);
         out.push((name.clone(), value));
-    }
-    for (name, value) in signer.headers(&row.event_id, timestamp, &row.body) {
-        out.push((name, text(&value)));
     }
     out
 }

@@ -31,7 +31,7 @@ pub use crate::http::USER_AGENT_VALUE;
 
 /// HMAC-SHA256 of the concatenated `parts` (ring's assembly: about twice `hmac` + `sha2`
 /// without SHA extensions; ring is already linked for TLS).
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
     let mut ctx = hmac::Context::with_key(&key);
     for part in parts {

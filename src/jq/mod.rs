@@ -182,16 +182,7 @@ pub fn write_json(out: &mut Vec<u8>, v: &Val) {
             let _ = write!(out, "{n}");
         }
         Val::TStr(b) | Val::BStr(b) => write_str(out, b),
-        Val::Arr(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(out, x);
-            }
-            out.push(b']');
-        }
+        Val::Arr(a) => write_array(out, a.iter()),
         Val::Obj(o) => {
             out.push(b'{');
             for (i, (k, x)) in o.iter().enumerate() {
@@ -208,6 +199,18 @@ pub fn write_json(out: &mut Vec<u8>, v: &Val) {
             out.push(b'}');
         }
     }
+}
+
+/// Appends the values as a compact JSON array (see [`write_json`]).
+pub fn write_array<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a Val>) {
+    out.push(b'[');
+    for (i, x) in values.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(out, x);
+    }
+    out.push(b']');
 }
 
 fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {

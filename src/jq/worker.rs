@@ -19,7 +19,7 @@ use serde_json::json;
 
 use jaq_json::Val;
 
-use super::{Filter, compile, run, write_json};
+use super::{Filter, compile, run, write_array};
 
 #[derive(Deserialize)]
 struct Render<'a> {
@@ -55,14 +55,9 @@ fn eval(programs: &Programs, id: usize, input: &Val) -> Result<Vec<Val>, String>
 fn answer(out: &mut Vec<u8>, r: &Result<Vec<Val>, String>) {
     match r {
         Ok(values) => {
-            out.extend_from_slice(b"{\"ok\":[");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(out, v);
-            }
-            out.extend_from_slice(b"]}");
+            out.extend_from_slice(b"{\"ok\":");
+            write_array(out, values.iter());
+            out.push(b'}');
         }
         Err(e) => {
             out.extend_from_slice(b"{\"err\":");

@@ -272,15 +272,7 @@ pub fn build_commit(
             key: change.key.clone(),
             revision: change.state.revision,
             body: Arc::from(payload.to_bytes()),
-            deliveries: source
-                .to
-                .iter()
-                .map(|d| Delivery {
-                    destination: d.clone(),
-                    body: None,
-                    dead: None,
-                })
-                .collect(),
+            deliveries: source.to.iter().map(|d| Delivery::envelope(d)).collect(),
             filtered: Vec::new(),
         });
     }
@@ -327,7 +319,7 @@ fn decide(dest: &Destination, rendered: Rendered) -> Rendering {
     let secret = dest.secrets.first().map_or("", |s| s.expose());
     if let Some(filter) = rendered.filter {
         match one_value(filter, "filter", secret) {
-            Ok(v) if matches!(v.get(), "null" | "false") => return Rendering::Filtered,
+            Ok(v) if !crate::jq::keeps(&[v.get()]) => return Rendering::Filtered,
             Ok(_) => {}
             Err(why) => return Rendering::Failed(why),
         }

@@ -17,6 +17,7 @@ mod codec;
 mod history;
 mod prune;
 mod redb;
+mod replay;
 mod writer;
 
 use std::collections::HashMap;
@@ -146,6 +147,17 @@ pub struct Delivery {
     pub body: Option<Arc<[u8]>>,
     /// Why it goes straight to the dead letters (a jq program failed), if it does.
     pub dead: Option<String>,
+}
+
+impl Delivery {
+    /// A delivery of the event envelope itself to `destination` (no `body` program result yet).
+    pub fn envelope(destination: &str) -> Delivery {
+        Delivery {
+            destination: destination.to_owned(),
+            body: None,
+            dead: None,
+        }
+    }
 }
 
 /// An item state row plus the item's data, as written by a poll.

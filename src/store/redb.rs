@@ -1,9 +1,10 @@
 //! The redb implementation of [`Backend`]: every table, key encoding and the schema version.
 //!
 //! Tables: `meta` (schema version, next outbox seq), `sources` (per-source metadata),
-//! `items` and `item_data` keyed by (source, item key), `outbox` and `dead` keyed by seq.
+//! `items` and `item_data` keyed by (source, item key), `outbox` and `dead` keyed by seq; the
+//! delivery log's tables are in `history.rs`, resend and replay in `replay.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +31,8 @@ pub(super) const ITEM_DATA: TableDefinition<(&str, &str), &[u8]> =
 pub(super) const FLOORS: TableDefinition<&str, u64> = TableDefinition::new("floors");
 /// Per stored source missing from the config: since when, unix ms.
 pub(super) const REMOVED: TableDefinition<&str, i64> = TableDefinition::new("removed");
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 
 /// redb's page cache. Its default (1 GiB) lets RSS grow with the outbox while a receiver is
 /// down; pages beyond this are re-read from the OS page cache, which costs microseconds.
@@ -103,7 +104,7 @@ impl RedbBackend {
         })
     }
 
-    fn logging(&self) -> bool {
+    pub(super) fn logging(&self) -> bool {
         self.history.load(Ordering::Relaxed)
     }
 
@@ -250,122 +251,13 @@ impl RedbBackend {
         }
         Ok(())
     }
-
-    /// A new outbox row sending a delivered delivery again: same event id and body.
-    fn again(
-        &self,
-        txn: &WriteTransaction,
-        r: &HistoryRecord,
-        body: Vec<u8>,
-        next_seq: &mut u64,
-        now_ms: i64,
-    ) -> Result<OutboxRow, StoreError> {
-        let row = OutboxRow {
-            seq: *next_seq,
-            destination: r.destination.clone(),
-            source: r.source.clone(),
-            key: r.key.clone(),
-            revision: r.revision,
-            event_id: r.event_id.clone(),
-            event_type: r.event_type.clone(),
-            attempts: 0,
-            due_ms: now_ms,
-            created_ms: now_ms,
-            last_error: None,
-            dead_reason: None,
-            dead_ms: None,
-            body: Arc::from(body),
-        };
-        *next_seq += 1;
-        txn.open_table(OUTBOX)
-            .map_err(be)?
-            .insert(row.seq, encode_row(&row).as_slice())
-            .map_err(be)?;
-        if self.logging() {
-            history::created(txn, &row, Some(r.seq))?;
-        }
-        Ok(row)
-    }
-
-    /// Sends the given deliveries again in order: delivered ones as new rows, dead ones revived
-    /// (unless superseded); pending and filtered ones are skipped.
-    fn send_again(
-        &self,
-        txn: &WriteTransaction,
-        seqs: &[u64],
-        next_seq: &mut u64,
-        now_ms: i64,
-    ) -> Result<WriteResult, StoreError> {
-        let mut rows = Vec::new();
-        let mut superseded = Vec::new();
-        for &seq in seqs {
-            let in_dead = read_row(&txn.open_table(DEAD).map_err(be)?, seq)?.is_some();
-            if in_dead {
-                if let WriteResult::Revived {
-                    rows: r,
-                    superseded: s,
-                } = self.revive(txn, Some(&[seq]), now_ms)?
-                {
-                    rows.extend(r);
-                    superseded.extend(s);
-                }
-            } else if let Some((record, body)) = history::resendable(txn, seq)? {
-                rows.push(self.again(txn, &record, body, next_seq, now_ms)?);
-            }
-        }
-        Ok(WriteResult::Revived { rows, superseded })
-    }
-
-    /// The latest delivery of an event per destination (optionally one destination).
-    fn resend_targets(
-        txn: &WriteTransaction,
-        event_id: &str,
-        destination: Option<&str>,
-    ) -> Result<Vec<u64>, StoreError> {
-        let seqs = history::seqs_of(&txn.open_table(EVENT_SEQS).map_err(be)?, event_id)?;
-        let table = txn.open_table(HISTORY).map_err(be)?;
-        let mut latest: BTreeMap<String, u64> = BTreeMap::new();
-        for seq in seqs {
-            let Some(v) = table.get(seq).map_err(be)? else {
-                continue;
-            };
-            let r = history::decode(v.value())?;
-            if destination.is_none_or(|d| d == r.destination) {
-                latest.insert(r.destination, seq);
-            }
-        }
-        Ok(latest.into_values().collect())
-    }
-
-    /// What a source emitted since `since_ms` (original deliveries only), in order.
-    fn replay_targets(
-        txn: &WriteTransaction,
-        source: &str,
-        since_ms: i64,
-        destination: Option<&str>,
-    ) -> Result<Vec<u64>, StoreError> {
-        let table = txn.open_table(HISTORY).map_err(be)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let r = history::decode(v.value())?;
-            if r.source == source
-                && r.created_ms >= since_ms
-                && r.resend_of.is_none()
-                && destination.is_none_or(|d| d == r.destination)
-            {
-                out.push(k.value());
-            }
-        }
-        Ok(out)
-    }
 }
 
 impl RedbBackend {
     /// Moves dead letters back to the outbox, due now with a fresh attempt count, unless the
     /// item has a newer revision: reviving it would send an older state after a newer one
     /// (invariant 4), so it stays dead and is reported as superseded.
-    fn revive(
+    pub(super) fn revive(
         &self,
         txn: &WriteTransaction,
         seqs: Option<&[u64]>,

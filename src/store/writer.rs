@@ -133,10 +133,7 @@ impl Store {
         seqs: Option<Vec<u64>>,
         now_ms: i64,
     ) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
-        match self.write(WriteOp::Revive { seqs, now_ms }).await? {
-            WriteResult::Revived { rows, superseded } => Ok((rows, superseded)),
-            _ => Ok((Vec::new(), Vec::new())),
-        }
+        self.revived(WriteOp::Revive { seqs, now_ms }).await
     }
 
     /// Deletes dead letters older than `before_ms` (all when `None`); returns how many.
@@ -187,15 +184,12 @@ impl Store {
         destination: Option<String>,
         now_ms: i64,
     ) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
-        let op = WriteOp::Resend {
+        self.revived(WriteOp::Resend {
             event_id: event_id.to_owned(),
             destination,
             now_ms,
-        };
-        match self.write(op).await? {
-            WriteResult::Revived { rows, superseded } => Ok((rows, superseded)),
-            _ => Ok((Vec::new(), Vec::new())),
-        }
+        })
+        .await
     }
 
     /// Sends again, in order, what `source` emitted since `since_ms`.
@@ -206,12 +200,17 @@ impl Store {
         destination: Option<String>,
         now_ms: i64,
     ) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
-        let op = WriteOp::Replay {
+        self.revived(WriteOp::Replay {
             source: source.to_owned(),
             since_ms,
             destination,
             now_ms,
-        };
+        })
+        .await
+    }
+
+    /// Runs an op that re-queues deliveries; returns the queued rows and the superseded ones.
+    async fn revived(&self, op: WriteOp) -> Result<(Vec<OutboxRow>, Vec<Superseded>), StoreError> {
         match self.write(op).await? {
             WriteResult::Revived { rows, superseded } => Ok((rows, superseded)),
             _ => Ok((Vec::new(), Vec::new())),

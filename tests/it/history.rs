@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::script::{Scripted, r};
 use crate::helpers::upstream::{Reply, Upstream};
-use crate::helpers::{Daemon, SECRET, admin, binary, simple_yaml, wait_until};
+use crate::helpers::{Daemon, SECRET, admin, admin_body, binary, simple_yaml, wait_until};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -83,8 +83,9 @@ async fn log_keeps_attempts_and_resend_replay_send_the_same_bytes() {
     assert_eq!(again.raw, first.raw);
 
     // Replay what the source emitted in the last hour: the original delivery only, not the resend.
-    let (status, answer) =
-        admin_json(&d, "/v1/replay", json!({"source": "things", "since": "1h"})).await;
+    let replay = json!({"source": "things", "since": "1h"});
+    let url = format!("{}/v1/replay", d.admin);
+    let (status, answer) = admin_body("POST", &url, None, Some(&replay)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["queued"].as_array().unwrap().len(), 1, "{answer}");
     rx.wait_hits(4, T).await;
@@ -149,20 +150,6 @@ async fn log_keeps_attempts_and_resend_replay_send_the_same_bytes() {
             .all(|h| h.id == first.id && h.raw == first.raw)
     );
     d.stop().await;
-}
-
-async fn admin_json(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
-    pollhook::http::install_crypto();
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", d.admin))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("admin answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// `history.keep: 0s` turns the log off: nothing is recorded, deliveries are unaffected.

@@ -213,12 +213,27 @@ pub fn free_port() -> u16 {
 
 /// Calls a daemon's admin API; returns (status, JSON body or the text as a JSON string).
 pub async fn admin(method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
+    admin_body(method, url, token, None).await
+}
+
+/// [`admin`] with a JSON request body.
+pub async fn admin_body(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     pollhook::http::install_crypto();
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = client.request(method, url).timeout(Duration::from_secs(30));
     if let Some(t) = token {
         req = req.bearer_auth(t);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
     }
     let resp = req.send().await.expect("admin API answers");
     let status = resp.status().as_u16();

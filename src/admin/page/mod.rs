@@ -12,188 +12,22 @@
 use std::fmt::Write;
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
+
+mod html;
+mod session;
+
+pub use session::{COOKIE, Login, login};
 
 use super::AdminState;
 use super::events::{EventsQuery, at, sent_headers};
 use crate::delivery::{DestStats, DispatchCmd, now_ms};
 use crate::poller::Control;
 use crate::store::{DeliveryStatus, HistoryQuery, HistoryRecord};
-
-/// The session cookie's name.
-pub const COOKIE: &str = "pollhook_session";
-
-const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:0 1rem 3rem;color:#1b1f24}\
-h1{font-size:1.4rem;margin:1rem 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .4rem}\
-table{border-collapse:collapse;width:100%;margin:.3rem 0}th,td{border-bottom:1px solid #d0d7de;padding:.3rem .45rem;text-align:left;vertical-align:top}\
-th{background:#f6f8fa;font-weight:600}.wrap{overflow-x:auto}code,pre{font:13px ui-monospace,monospace}pre{background:#f6f8fa;padding:.5rem;white-space:pre-wrap;word-break:break-all}\
-.bad{color:#b3261e;font-weight:600}.ok{color:#116329}.warn{color:#9a6700;font-weight:600}.muted{color:#57606a}\
-form.inline{display:inline}button{font:inherit;padding:.15rem .6rem;cursor:pointer}label{margin-right:.6rem}\
-input,select{font:inherit;padding:.1rem .3rem}nav a{margin-right:1rem}";
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn hmac_hex(key: &[u8], what: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    ring::hmac::sign(&key, what.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn key(s: &AdminState) -> Vec<u8> {
-    match &s.token {
-        Some(t) => t.expose().as_bytes().to_vec(),
-        None => s.page_secret.to_vec(),
-    }
-}
-
-fn session_value(s: &AdminState) -> String {
-    hmac_hex(&key(s), "pollhook-session-v1")
-}
-
-fn csrf_value(s: &AdminState) -> String {
-    hmac_hex(&key(s), "pollhook-csrf-v1")
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// Whether the request may read the page: no token configured, a valid session cookie, or the
-/// bearer token.
-fn can_read(s: &AdminState, headers: &HeaderMap) -> bool {
-    if s.token.is_none() || super::authorized(s, headers) {
-        return true;
-    }
-    cookie(headers, COOKIE)
-        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(session_value(s).as_bytes())))
-}
-
-/// Whether the page's buttons work for this request: readable, and (without a token) only on a
-/// loopback listener.
-fn can_write(s: &AdminState, headers: &HeaderMap) -> bool {
-    can_read(s, headers) && (s.token.is_some() || s.loopback)
-}
-
-/// A state-changing POST from the page: allowed, same-origin (when the browser says), and
-/// carrying the CSRF token; the refusal otherwise.
-fn check_post(s: &AdminState, headers: &HeaderMap, csrf: &str) -> Result<(), Box<Response>> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin
-        && origin != format!("http://{host}")
-        && origin != format!("https://{host}")
-    {
-        return Err(Box::new(refuse(
-            StatusCode::FORBIDDEN,
-            "cross-site request refused (Origin does not match this page)",
-        )));
-    }
-    if !bool::from(csrf.as_bytes().ct_eq(csrf_value(s).as_bytes())) {
-        return Err(Box::new(refuse(
-            StatusCode::FORBIDDEN,
-            "missing or wrong form token; reload the page and try again",
-        )));
-    }
-    if !can_write(s, headers) {
-        return Err(Box::new(refuse(
-            StatusCode::FORBIDDEN,
-            "the page is read-only: set admin.token to use its buttons on a non-loopback listener",
-        )));
-    }
-    Ok(())
-}
-
-fn refuse(status: StatusCode, why: &str) -> Response {
-    (
-        status,
-        Html(layout("pollhook: refused", &format!("<h1>Refused</h1><p role=\"alert\" class=\"bad\">{}</p><p><a href=\"/\">Back to the status page</a></p>", esc(why)))),
-    )
-        .into_response()
-}
-
-fn layout(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
-        esc(title)
-    )
-}
-
-fn login_page(message: Option<&str>) -> String {
-    let note = message.map_or(String::new(), |m| {
-        format!("<p role=\"alert\" class=\"bad\">{}</p>", esc(m))
-    });
-    layout(
-        "pollhook: sign in",
-        &format!(
-            "<h1>pollhook</h1><p>This status page needs the admin token (<code>admin.token</code> in bridge.yaml).</p>{note}\
-             <form method=\"post\" action=\"/login\"><label for=\"token\">Admin token</label>\
-             <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required> \
-             <button type=\"submit\">Sign in</button></form>"
-        ),
-    )
-}
-
-/// Form of `POST /login`.
-#[derive(Debug, Deserialize)]
-pub struct Login {
-    token: String,
-}
-
-/// `POST /login`: sets the session cookie when the token is right.
-pub async fn login(State(s): State<AdminState>, Form(form): Form<Login>) -> Response {
-    let Some(token) = &s.token else {
-        return Redirect::to("/").into_response();
-    };
-    if !bool::from(form.token.as_bytes().ct_eq(token.expose().as_bytes())) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(login_page(Some("That is not the admin token."))),
-        )
-            .into_response();
-    }
-    let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        session_value(&s)
-    );
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::SET_COOKIE, cookie),
-            (header::LOCATION, "/".to_owned()),
-        ],
-    )
-        .into_response()
-}
+use html::{esc, layout, login_page, opt, refuse, select};
+use session::{can_read, can_write, check_post, csrf_value};
 
 fn button(s: &AdminState, action: &str, label: &str, writable: bool) -> String {
     if !writable {
@@ -207,8 +41,11 @@ fn button(s: &AdminState, action: &str, label: &str, writable: bool) -> String {
     )
 }
 
-fn opt(v: &Option<String>) -> String {
-    v.as_deref().map_or("—".to_owned(), esc)
+/// Where the page's resend button of one delivery posts.
+fn resend_action(r: &HistoryRecord) -> String {
+    let destination: String =
+        url::form_urlencoded::byte_serialize(r.destination.as_bytes()).collect();
+    format!("/ui/events/{}/resend?destination={destination}", r.event_id)
 }
 
 /// Success rate and attempt latency of one destination over the records given.
@@ -354,22 +191,6 @@ fn destinations_section(
     out.push_str("</tbody></table></div>");
 }
 
-fn select(name: &str, label: &str, current: &Option<String>, options: &[String]) -> String {
-    let mut out = format!(
-        "<label for=\"f-{name}\">{label}</label><select id=\"f-{name}\" name=\"{name}\"><option value=\"\">all</option>"
-    );
-    for o in options {
-        let selected = if current.as_deref() == Some(o.as_str()) {
-            " selected"
-        } else {
-            ""
-        };
-        let _ = write!(out, "<option{selected}>{}</option>", esc(o));
-    }
-    out.push_str("</select> ");
-    out
-}
-
 fn log_section(
     s: &AdminState,
     out: &mut String,
@@ -407,17 +228,9 @@ fn log_section(
                 None => esc(a.error.as_deref().unwrap_or("")),
             });
         let action = match r.status {
-            DeliveryStatus::Delivered | DeliveryStatus::Dead => button(
-                s,
-                &format!(
-                    "/ui/events/{}/resend?destination={}",
-                    r.event_id,
-                    url::form_urlencoded::byte_serialize(r.destination.as_bytes())
-                        .collect::<String>()
-                ),
-                "Resend",
-                writable,
-            ),
+            DeliveryStatus::Delivered | DeliveryStatus::Dead => {
+                button(s, &resend_action(r), "Resend", writable)
+            }
             _ => String::new(),
         };
         let _ = write!(
@@ -562,12 +375,7 @@ pub async fn event(
         if matches!(r.status, DeliveryStatus::Delivered | DeliveryStatus::Dead) {
             out.push_str(&button(
                 &s,
-                &format!(
-                    "/ui/events/{}/resend?destination={}",
-                    r.event_id,
-                    url::form_urlencoded::byte_serialize(r.destination.as_bytes())
-                        .collect::<String>()
-                ),
+                &resend_action(r),
                 &format!("Resend to {}", r.destination),
                 writable,
             ));
