@@ -149,22 +149,7 @@ pub fn sent_headers(s: &AdminState, d: &EventDelivery) -> Option<Vec<(String, St
     let dests = s.destinations.read().ok()?;
     let dest = dests.get(&d.record.destination)?;
     let r = &d.record;
-    let row = OutboxRow {
-        seq: r.seq,
-        destination: r.destination.clone(),
-        source: r.source.clone(),
-        key: r.key.clone(),
-        revision: r.revision,
-        event_id: r.event_id.clone(),
-        event_type: r.event_type.clone(),
-        attempts: 0,
-        due_ms: 0,
-        created_ms: r.created_ms,
-        last_error: None,
-        dead_reason: None,
-        dead_ms: None,
-        body: std::sync::Arc::from(&[][..]),
-    };
+    let row = r.to_row(r.seq, r.created_ms, std::sync::Arc::from(&[][..]));
     let ts = r.attempts.last().map_or(r.created_ms, |a| a.at_ms) / 1000;
     Some(
         crate::delivery::send::unsigned_headers(dest, &row, ts)

@@ -303,6 +303,28 @@ pub struct HistoryRecord {
     pub attempts: Vec<Attempt>,
 }
 
+impl HistoryRecord {
+    /// A fresh outbox row for this delivery (no attempts yet), due and created at `at_ms`.
+    pub fn to_row(&self, seq: u64, at_ms: i64, body: Arc<[u8]>) -> OutboxRow {
+        OutboxRow {
+            seq,
+            destination: self.destination.clone(),
+            source: self.source.clone(),
+            key: self.key.clone(),
+            revision: self.revision,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            attempts: 0,
+            due_ms: at_ms,
+            created_ms: at_ms,
+            last_error: None,
+            dead_reason: None,
+            dead_ms: None,
+            body,
+        }
+    }
+}
+
 /// Attempts kept per delivery record.
 pub const MAX_ATTEMPTS_KEPT: usize = 50;
 

@@ -22,22 +22,7 @@ impl RedbBackend {
         next_seq: &mut u64,
         now_ms: i64,
     ) -> Result<OutboxRow, StoreError> {
-        let row = OutboxRow {
-            seq: *next_seq,
-            destination: r.destination.clone(),
-            source: r.source.clone(),
-            key: r.key.clone(),
-            revision: r.revision,
-            event_id: r.event_id.clone(),
-            event_type: r.event_type.clone(),
-            attempts: 0,
-            due_ms: now_ms,
-            created_ms: now_ms,
-            last_error: None,
-            dead_reason: None,
-            dead_ms: None,
-            body: Arc::from(body),
-        };
+        let row = r.to_row(*next_seq, now_ms, Arc::from(body));
         *next_seq += 1;
         txn.open_table(OUTBOX)
             .map_err(be)?
