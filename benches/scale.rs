@@ -457,7 +457,12 @@ async fn run(sources: usize, items: usize, seconds: u64) {
         ready.as_millis()
     );
     bench
-        .window("after restart (304s)", child.pid(), sources, seconds.div_ceil(4))
+        .window(
+            "after restart (304s)",
+            child.pid(),
+            sources,
+            seconds.div_ceil(4),
+        )
         .await;
     let (_, rss) = usage(child.pid());
     println!("after restart: daemon peak RSS MiB {rss:.1}");

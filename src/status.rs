@@ -6,8 +6,8 @@
 //! lock is held across an `.await`.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -60,10 +60,22 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// One source's entry, held by its task: updating it takes only its own lock.
+pub type SourceEntry = Arc<Mutex<SourceStatus>>;
+
+/// Applies `f` to an entry (a poisoned lock is taken over: the status is plain data).
+pub fn apply(entry: &SourceEntry, f: impl FnOnce(&mut SourceStatus)) {
+    f(&mut entry.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+fn copy(entry: &SourceEntry) -> SourceStatus {
+    entry.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// Shared daemon status.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sources: RwLock<BTreeMap<String, SourceStatus>>,
+    sources: RwLock<BTreeMap<String, SourceEntry>>,
     ready: AtomicBool,
     reload_errors: RwLock<Vec<String>>,
     failing: RwLock<BTreeMap<String, String>>,
@@ -71,15 +83,25 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A source's entry, created when missing; a task keeps it and updates it with [`apply`].
+    pub fn entry(&self, name: &str) -> SourceEntry {
+        if let Some(e) = self.sources.read().ok().and_then(|m| m.get(name).cloned()) {
+            return e;
+        }
+        let mut map = self.sources.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(SourceStatus {
+                    name: name.to_owned(),
+                    ..Default::default()
+                }))
+            })
+            .clone()
+    }
+
     /// Applies `f` to a source's entry, creating it when missing.
     pub fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Ok(mut map) = self.sources.write() {
-            let entry = map.entry(name.to_owned()).or_insert_with(|| SourceStatus {
-                name: name.to_owned(),
-                ..Default::default()
-            });
-            f(entry);
-        }
+        apply(&self.entry(name), f);
     }
 
     /// Removes a source's entry (the source left the config).
@@ -93,13 +115,13 @@ impl Registry {
     pub fn sources(&self) -> Vec<SourceStatus> {
         self.sources
             .read()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(copy).collect())
             .unwrap_or_default()
     }
 
     /// One source's status.
     pub fn source(&self, name: &str) -> Option<SourceStatus> {
-        self.sources.read().ok().and_then(|m| m.get(name).cloned())
+        self.sources.read().ok().and_then(|m| m.get(name).map(copy))
     }
 
     /// Marks the daemon ready (state open, admin listening, scheduler running) or not.

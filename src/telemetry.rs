@@ -172,6 +172,46 @@ pub enum Signal {
     },
 }
 
+/// One source's metric handles, registered once when its task starts: a poll records into them
+/// without building label sets or looking keys up in the registry.
+pub struct SourceMetrics {
+    /// `pollhook_schedule_lag_seconds{source}`.
+    pub lag: metrics::Histogram,
+    /// `pollhook_poll_duration_seconds{source}`.
+    pub duration: metrics::Histogram,
+    /// `pollhook_polls_total{source, outcome}` for each outcome, in [`POLL_OUTCOMES`] order.
+    polls: [metrics::Counter; 5],
+}
+
+/// Every `outcome` label of `pollhook_polls_total`.
+pub const POLL_OUTCOMES: [&str; 5] = [
+    crate::status::outcome::CHANGED,
+    crate::status::outcome::UNCHANGED,
+    crate::status::outcome::NOT_MODIFIED,
+    crate::status::outcome::FAILED,
+    crate::status::outcome::HELD,
+];
+
+impl SourceMetrics {
+    /// Registers `source`'s handles.
+    pub fn new(source: &str) -> SourceMetrics {
+        let name = source.to_owned();
+        SourceMetrics {
+            lag: metrics::histogram!(SCHEDULE_LAG, "source" => name.clone()),
+            duration: metrics::histogram!(POLL_DURATION, "source" => name.clone()),
+            polls: POLL_OUTCOMES
+                .map(|o| metrics::counter!(POLLS, "source" => name.clone(), "outcome" => o)),
+        }
+    }
+
+    /// Counts a poll with outcome label `outcome` (one of [`POLL_OUTCOMES`]).
+    pub fn poll(&self, outcome: &str) {
+        if let Some(i) = POLL_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.polls[i].increment(1);
+        }
+    }
+}
+
 /// Where [`Signal`]s go; a no-op when no alerts are configured.
 #[derive(Debug, Clone, Default)]
 pub struct Signals(Option<tokio::sync::mpsc::UnboundedSender<Signal>>);

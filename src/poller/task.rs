@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PollContext, PollError, PollOutcome, Poller, error_chain};
 use crate::schedule::{failure_backoff, jitter, later};
-use crate::status::{outcome, rfc3339};
+use crate::status::{SourceEntry, apply, outcome, rfc3339};
 use crate::telemetry as m;
 
 /// An operator command for one source.
@@ -43,7 +43,12 @@ impl Poller {
         let mut failures = 0u32;
         let live = self.live_items();
         let paused = self.paused().map(str::to_owned);
-        ctx.registry.update(&name, |s| {
+        let mut reporter = Reporter {
+            status: ctx.registry.entry(&name),
+            metrics: m::SourceMetrics::new(&name),
+            clean: false,
+        };
+        apply(&reporter.status, |s| {
             s.schedule = format!("{schedule:?}");
             s.items = live;
             s.paused = paused;
@@ -57,8 +62,7 @@ impl Poller {
                     rand::random::<f64>(),
                 ),
             );
-            ctx.registry
-                .update(&name, |s| s.next_poll = Some(rfc3339(fire)));
+            apply(&reporter.status, |s| s.next_poll = Some(rfc3339(fire)));
             let forced = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = sleep_until(fire) => None,
@@ -76,8 +80,7 @@ impl Poller {
             };
             if forced.is_none() {
                 let lag = (Utc::now() - fire).to_std().unwrap_or(Duration::ZERO);
-                metrics::histogram!(m::SCHEDULE_LAG, "source" => name.clone())
-                    .record(lag.as_secs_f64());
+                reporter.metrics.lag.record(lag.as_secs_f64());
             }
             if forced.is_none() && self.paused().is_some() {
                 base = schedule.next_after(base, Utc::now());
@@ -88,7 +91,7 @@ impl Poller {
                 _ = shutdown.cancelled() => return,
                 r = self.poll(&ctx) => r,
             };
-            let said = self.report(&ctx, &result, started.elapsed(), failures);
+            let said = reporter.report(&self, &ctx, &result, started.elapsed(), failures);
             failures = if result.is_ok() { 0 } else { failures + 1 };
             if let Some(reply) = forced {
                 let _ = reply.send(said);
@@ -125,18 +128,30 @@ impl Poller {
             .update(&self.source.name, |s| s.paused = reason);
         Ok(())
     }
+}
 
+/// Where a source task reports its polls: its status entry and metric handles, taken once.
+struct Reporter {
+    status: SourceEntry,
+    metrics: m::SourceMetrics,
+    /// Whether the last signal sent for alerts was a success (repeats of it are not sent: a
+    /// poll that changes nothing for alerts costs no message to another task).
+    clean: bool,
+}
+
+impl Reporter {
     /// Records a poll's outcome in logs, metrics and the registry; returns it in words.
     fn report(
-        &self,
+        &mut self,
+        poller: &Poller,
         ctx: &PollContext,
         result: &Result<PollOutcome, PollError>,
         took: Duration,
         failures_before: u32,
     ) -> String {
-        let name = &self.source.name;
+        let name = &poller.source.name;
         let now = rfc3339(Utc::now());
-        metrics::histogram!(m::POLL_DURATION, "source" => name.clone()).record(took.as_secs_f64());
+        self.metrics.duration.record(took.as_secs_f64());
         let (label, said, events) = match result {
             Ok(PollOutcome::Unchanged) => (outcome::UNCHANGED, "unchanged".to_owned(), 0),
             Ok(PollOutcome::NotModified) => (outcome::NOT_MODIFIED, "not modified".to_owned(), 0),
@@ -146,29 +161,33 @@ impl Poller {
             }
             Err(e) => (outcome::FAILED, format!("failed: {}", error_chain(e)), 0),
         };
-        metrics::counter!(m::POLLS, "source" => name.clone(), "outcome" => label).increment(1);
+        self.metrics.poll(label);
         match result {
             Ok(o) => tracing::debug!(source = %name, outcome = ?o, "polled"),
             Err(e) => {
                 tracing::warn!(source = %name, failures = failures_before + 1, error = %error_chain(e), "poll failed; state unchanged")
             }
         }
-        ctx.signals.send(match result {
-            Ok(PollOutcome::Held(reason)) => m::Signal::SourceHeld {
-                source: name.clone(),
-                reason: reason.clone(),
-            },
-            Ok(_) => m::Signal::SourcePolled {
-                source: name.clone(),
-                error: None,
-            },
-            Err(_) => m::Signal::SourcePolled {
-                source: name.clone(),
-                error: Some(said.clone()),
-            },
-        });
-        let live = self.live_items();
-        ctx.registry.update(name, |s| {
+        let clean = matches!(result, Ok(o) if !matches!(o, PollOutcome::Held(_)));
+        if !(clean && self.clean) {
+            ctx.signals.send(match result {
+                Ok(PollOutcome::Held(reason)) => m::Signal::SourceHeld {
+                    source: name.clone(),
+                    reason: reason.clone(),
+                },
+                Ok(_) => m::Signal::SourcePolled {
+                    source: name.clone(),
+                    error: None,
+                },
+                Err(_) => m::Signal::SourcePolled {
+                    source: name.clone(),
+                    error: Some(said.clone()),
+                },
+            });
+        }
+        self.clean = clean;
+        let live = poller.live_items();
+        apply(&self.status, |s| {
             s.polls += 1;
             s.events += events as u64;
             s.items = live;
