@@ -1,13 +1,13 @@
 //! Criterion benches of the hot paths: extract + diff, the unchanged-body check, and signing.
 //! Run with `cargo bench --bench hot_paths`.
 
-use std::collections::HashMap;
+use std::convert::Infallible;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pollhook::delivery::signing::Signer;
-use pollhook::diff::{ItemState, diff};
-use pollhook::extract::{ExtractSpec, Item, Mode, Pointer, RawIndex, extract_with};
+use pollhook::diff::{ItemState, ItemTable, diff};
+use pollhook::extract::{ExtractSpec, Item, Mode, NothingKnown, Pointer, extract_with};
 use pollhook::poller::process::body_fingerprint;
 use serde_json::{Value, json};
 
@@ -45,40 +45,32 @@ fn body(n: usize, changed_every: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({ "items": items })).unwrap()
 }
 
-/// Stored state and raw-bytes index after a successful poll of `body`.
-fn baseline(spec: &ExtractSpec, body: &[u8]) -> (HashMap<String, ItemState>, RawIndex) {
-    let ex = extract_with(spec, body, &RawIndex::default()).unwrap();
-    let d = diff(&HashMap::new(), &ex.items, 0, Vec::new, &|i: &Item| {
-        spec.hash(&i.data)
-    });
-    let mut index = RawIndex::default();
+/// The stored rows and the source's item table (with the bytes of each item recorded) after a
+/// successful poll of `body`.
+fn baseline(spec: &ExtractSpec, body: &[u8]) -> (Rows, ItemTable) {
+    let ex = extract_with(spec, body, &NothingKnown).unwrap();
+    let hash = |i: &Item| spec.hash(&i.data);
+    let none = || Ok::<_, Infallible>(Vec::new());
+    let d = diff(&ItemTable::default(), &ex.items, &[], none, &hash).unwrap();
+    let rows: Rows = d.changes.into_iter().map(|c| (c.key, c.state)).collect();
+    let mut table = ItemTable::new(rows.iter().map(|(k, s)| (k.as_str(), s)), 0);
     for (h, item) in ex.raw.iter().zip(&ex.items) {
-        index.record(&item.key, *h);
+        table.record_raw(&item.key, *h);
     }
-    (
-        d.changes.into_iter().map(|c| (c.key, c.state)).collect(),
-        index,
-    )
+    (rows, table)
 }
 
+type Rows = Vec<(String, ItemState)>;
+
 /// What a poll does with a body: extract (skipping items whose bytes are known) and diff.
-fn poll_path(
-    spec: &ExtractSpec,
-    state: &HashMap<String, ItemState>,
-    index: &RawIndex,
-    body: &[u8],
-) -> usize {
-    let ex = extract_with(spec, body, index).unwrap();
+fn poll_path(spec: &ExtractSpec, rows: &Rows, table: &ItemTable, body: &[u8]) -> usize {
+    let ex = extract_with(spec, body, table).unwrap();
     let hash = |i: &Item| spec.hash(&i.data);
-    diff(
-        state,
-        &ex.items,
-        ex.known.len(),
-        || ex.known_keys(index),
-        &hash,
-    )
-    .changes
-    .len()
+    let rows = || Ok::<_, Infallible>(rows.clone());
+    diff(table, &ex.items, &ex.known, rows, &hash)
+        .unwrap()
+        .changes
+        .len()
 }
 
 fn extract_and_diff(c: &mut Criterion) {
@@ -87,18 +79,21 @@ fn extract_and_diff(c: &mut Criterion) {
     let mut g = c.benchmark_group("extract_diff_10k_items_1pct_changed");
     g.throughput(Throughput::Bytes(after.len() as u64));
     let s = spec(false);
-    let (state, known) = baseline(&s, &before);
+    let (rows, table) = baseline(&s, &before);
     g.bench_function("steady_state", |b| {
-        b.iter(|| assert_eq!(poll_path(&s, &state, &known, black_box(&after)), 100))
+        b.iter(|| assert_eq!(poll_path(&s, &rows, &table, black_box(&after)), 100))
     });
-    let none = RawIndex::default();
+    // After a restart: the stored state without any recorded bytes.
+    let cold = |rows: &Rows| ItemTable::new(rows.iter().map(|(k, s)| (k.as_str(), s)), 0);
+    let table = cold(&rows);
     g.bench_function("cold_hash_every_item", |b| {
-        b.iter(|| assert_eq!(poll_path(&s, &state, &none, black_box(&after)), 100))
+        b.iter(|| assert_eq!(poll_path(&s, &rows, &table, black_box(&after)), 100))
     });
     let sv = spec(true);
-    let (state_v, _) = baseline(&sv, &before);
+    let (rows_v, _) = baseline(&sv, &before);
+    let table_v = cold(&rows_v);
     g.bench_function("cold_version_fast_path", |b| {
-        b.iter(|| assert_eq!(poll_path(&sv, &state_v, &none, black_box(&after)), 100))
+        b.iter(|| assert_eq!(poll_path(&sv, &rows_v, &table_v, black_box(&after)), 100))
     });
     g.finish();
 }
@@ -107,7 +102,7 @@ fn unchanged_body(c: &mut Criterion) {
     // About 1 MiB: 3,300 items of ~320 bytes.
     let body = body(3_300, 0);
     let s = spec(false);
-    let (state, known) = baseline(&s, &body);
+    let (rows, table) = baseline(&s, &body);
     let last = body_fingerprint("settings", &body);
     let mut g = c.benchmark_group("unchanged_1mib_body");
     g.throughput(Throughput::Bytes(body.len() as u64));
@@ -115,7 +110,7 @@ fn unchanged_body(c: &mut Criterion) {
         b.iter(|| body_fingerprint("settings", black_box(&body)) == last)
     });
     g.bench_function("steady_state_extract_and_diff", |b| {
-        b.iter(|| assert_eq!(poll_path(&s, &state, &known, black_box(&body)), 0))
+        b.iter(|| assert_eq!(poll_path(&s, &rows, &table, black_box(&body)), 0))
     });
     g.finish();
     eprintln!("unchanged body size: {} bytes", body.len());

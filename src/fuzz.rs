@@ -7,13 +7,14 @@
 //! hold for any input (asserting them, so a fuzzer reports a violation as a crash).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::diff::{ItemState, diff};
-use crate::extract::{ExtractSpec, Item, Mode, Pointer, RawIndex, extract_with};
+use crate::diff::{Diff, ItemState, ItemTable, diff};
+use crate::extract::{ExtractSpec, Item, Mode, NothingKnown, Pointer, RawHash, extract_with};
 use crate::http::{MAX_UPSTREAM_WAIT, parse_retry_after};
 use crate::poller::paginate::next_link;
 use crate::poller::rate_limit::{Signal, signal_wait};
@@ -61,11 +62,16 @@ pub fn extract_diff(data: &[u8]) {
         return;
     };
     let spec = spec(selector);
-    let Ok(first) = extract_with(&spec, body, &RawIndex::default()) else {
+    let Ok(first) = extract_with(&spec, body, &NothingKnown) else {
         return;
     };
     let hash = |item: &Item| spec.hash(&item.data);
-    let created = diff(&HashMap::new(), &first.items, 0, Vec::new, &hash);
+    let run = |stored: &HashMap<String, ItemState>, table: &ItemTable, items, known: &[RawHash]| {
+        let rows = || Ok::<_, Infallible>(stored.clone().into_iter().collect());
+        let Ok::<Diff, Infallible>(d) = diff(table, items, known, rows, &hash);
+        d
+    };
+    let created = run(&HashMap::new(), &ItemTable::default(), &first.items, &[]);
     assert_eq!(
         created.changes.len(),
         first.items.len(),
@@ -77,20 +83,14 @@ pub fn extract_diff(data: &[u8]) {
         .map(|c| (c.key.clone(), c.state.clone()))
         .collect();
     assert_eq!(stored.len(), first.items.len(), "keys are unique");
-    let again = diff(&stored, &first.items, 0, Vec::new, &hash);
+    let mut table = ItemTable::new(stored.iter().map(|(k, s)| (k.as_str(), s)), 0);
+    let again = run(&stored, &table, &first.items, &[]);
     assert!(again.is_empty(), "an unchanged body produced changes");
-    let mut index = RawIndex::default();
     for (raw, item) in first.raw.iter().zip(&first.items) {
-        index.record(&item.key, *raw);
+        table.record_raw(&item.key, *raw);
     }
-    let known = extract_with(&spec, body, &index).expect("the same body extracts twice");
-    let through_index = diff(
-        &stored,
-        &known.items,
-        known.known.len(),
-        || known.known_keys(&index),
-        &hash,
-    );
+    let known = extract_with(&spec, body, &table).expect("the same body extracts twice");
+    let through_index = run(&stored, &table, &known.items, &known.known);
     assert!(
         through_index.is_empty(),
         "an unchanged body produced changes through the index"

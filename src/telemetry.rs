@@ -175,12 +175,16 @@ pub enum Signal {
 /// One source's metric handles, registered once when its task starts: a poll records into them
 /// without building label sets or looking keys up in the registry.
 pub struct SourceMetrics {
-    /// `pollhook_schedule_lag_seconds{source}`.
+    /// `pollhook_schedule_lag_seconds` (one histogram for all sources: a histogram per source
+    /// costs kilobytes each and thousands of series in Prometheus).
     pub lag: metrics::Histogram,
-    /// `pollhook_poll_duration_seconds{source}`.
+    /// `pollhook_poll_duration_seconds` (one histogram for all sources).
     pub duration: metrics::Histogram,
-    /// `pollhook_polls_total{source, outcome}` for each outcome, in [`POLL_OUTCOMES`] order.
-    polls: [metrics::Counter; 5],
+    /// `pollhook_polls_total{source, outcome}` for each outcome, in [`POLL_OUTCOMES`] order,
+    /// registered on the outcome's first poll (a labelled counter costs a few hundred bytes and
+    /// most sources only ever see two or three outcomes).
+    polls: [Option<metrics::Counter>; 5],
+    source: String,
 }
 
 /// Every `outcome` label of `pollhook_polls_total`.
@@ -195,20 +199,25 @@ pub const POLL_OUTCOMES: [&str; 5] = [
 impl SourceMetrics {
     /// Registers `source`'s handles.
     pub fn new(source: &str) -> SourceMetrics {
-        let name = source.to_owned();
         SourceMetrics {
-            lag: metrics::histogram!(SCHEDULE_LAG, "source" => name.clone()),
-            duration: metrics::histogram!(POLL_DURATION, "source" => name.clone()),
-            polls: POLL_OUTCOMES
-                .map(|o| metrics::counter!(POLLS, "source" => name.clone(), "outcome" => o)),
+            lag: metrics::histogram!(SCHEDULE_LAG),
+            duration: metrics::histogram!(POLL_DURATION),
+            polls: Default::default(),
+            source: source.to_owned(),
         }
     }
 
     /// Counts a poll with outcome label `outcome` (one of [`POLL_OUTCOMES`]).
-    pub fn poll(&self, outcome: &str) {
-        if let Some(i) = POLL_OUTCOMES.iter().position(|o| *o == outcome) {
-            self.polls[i].increment(1);
-        }
+    pub fn poll(&mut self, outcome: &'static str) {
+        let Some(i) = POLL_OUTCOMES.iter().position(|o| *o == outcome) else {
+            return;
+        };
+        let source = &self.source;
+        self.polls[i]
+            .get_or_insert_with(
+                || metrics::counter!(POLLS, "source" => source.clone(), "outcome" => outcome),
+            )
+            .increment(1);
     }
 }
 

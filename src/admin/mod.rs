@@ -25,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
 use crate::delivery::DispatchCmd;
-use crate::poller::Control;
+use crate::poller::Mailbox;
 use crate::status::Registry;
 use crate::store::Store;
 
 /// Operator command channels of the running sources, by name (replaced on reload).
-pub type Controls = Arc<RwLock<HashMap<String, mpsc::Sender<Control>>>>;
+pub type Controls = Arc<RwLock<HashMap<String, Arc<Mailbox>>>>;
 
 /// A reload request: the reply carries the problems when the new config was rejected.
 pub type ReloadRequest = oneshot::Sender<Result<(), Vec<String>>>;

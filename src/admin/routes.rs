@@ -86,8 +86,8 @@ pub async fn source_action(
     let sent = match action.as_str() {
         "poll" => {
             let (tx, rx) = oneshot::channel();
-            if sender.send(Control::PollNow(tx)).await.is_err() {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "the source is stopping");
+            if let Err(refused) = sender.send(Control::PollNow(tx)) {
+                return error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
             }
             rx.await.map(Ok)
         }
@@ -98,8 +98,8 @@ pub async fn source_action(
             } else {
                 Control::Resume(discard, tx)
             };
-            if sender.send(cmd).await.is_err() {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "the source is stopping");
+            if let Err(refused) = sender.send(cmd) {
+                return error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
             }
             rx.await.map(|r| r.map(|()| action.clone()))
         }

@@ -168,6 +168,7 @@ pub async fn run(
         destinations: delivery.dests.clone(),
         jq,
         signals,
+        processing: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);

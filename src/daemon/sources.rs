@@ -11,13 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Controls;
 use crate::config::Source;
-use crate::poller::{PollContext, Poller};
+use crate::poller::{Mailbox, PollContext, Poller};
 use crate::store::StoreError;
 
 use super::supervise::supervised;
-
-/// How many operator commands may queue for one source.
-const CONTROL_QUEUE: usize = 16;
 
 /// A task's exit: (source name, whether it was asked to stop).
 pub type Exit = (String, bool);
@@ -68,10 +65,11 @@ impl SourceSet {
     /// Starts a supervised task for `source`, loading its stored state. A panic in the task
     /// restarts it from the stored state (see `supervise.rs`).
     pub fn start(&mut self, source: Arc<Source>) -> Result<(), StoreError> {
-        let first = Poller::load(source.clone(), &self.ctx)?;
-        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
-        // Shared by the runs of one supervised task: a run that panics drops its guard.
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // Boxed, as is every large state the task holds across an await: thousands of idle
+        // tasks should each cost a few hundred bytes, not the size of their busiest moment.
+        let first = Box::new(Poller::load(source.clone(), &self.ctx)?);
+        // Shared by the runs of one supervised task; closed when the task ends for good.
+        let (tx, inbox) = Mailbox::new();
         let token = self.root.child_token();
         let (ctx, task_token, exits, src) = (
             self.ctx.clone(),
@@ -84,13 +82,12 @@ impl SourceSet {
             let mut first = Some(first);
             let registry = ctx.registry.clone();
             supervised("source", &task, &registry, &task_token, || {
-                let (ctx, token, src, rx) =
-                    (ctx.clone(), task_token.clone(), src.clone(), rx.clone());
+                let (ctx, token, src, inbox) =
+                    (ctx.clone(), task_token.clone(), src.clone(), &inbox);
                 let given = first.take();
                 async move {
-                    let mut rx = rx.lock_owned().await;
                     let poller = match given {
-                        Some(p) => p,
+                        Some(p) => *p,
                         // A restart reloads the stored state: whatever the dead run held in
                         // memory is rebuilt from what was committed.
                         None => {
@@ -101,7 +98,7 @@ impl SourceSet {
                             }
                         }
                     };
-                    poller.run(ctx, &mut rx, token).await;
+                    Box::pin(poller.run(ctx, inbox, token)).await;
                 }
             })
             .await;

@@ -7,6 +7,7 @@
 //! to the last processed one (same bytes, same settings) is known unchanged without parsing.
 
 mod fetch;
+pub mod mailbox;
 pub mod paginate;
 pub mod process;
 pub mod rate_limit;
@@ -17,12 +18,13 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::Source;
-use crate::diff::ChangeKind;
-use crate::extract::{ExtractError, RawIndex};
+use crate::diff::{ChangeKind, ItemTable};
+use crate::extract::ExtractError;
 pub use crate::http::error_chain;
 use crate::status::Registry;
-use crate::store::{GuardPass, SourceMeta, SourceSnapshot, Store, StoreError};
+use crate::store::{GuardPass, SourceMeta, Store, StoreError};
 pub use fetch::{FetchError, Fetched, Validators, fetch, fetch_if};
+pub use mailbox::{Inbox, Mailbox};
 use process::{
     body_fingerprint, build_commit, extract_and_diff, flood, legacy_settings_fingerprint,
     previous_keys, settings_fingerprint, update_index,
@@ -77,7 +79,15 @@ pub struct PollContext {
     pub jq: Arc<crate::jq::JqPool>,
     /// Where poll outcomes are reported for alerts.
     pub signals: crate::telemetry::Signals,
+    /// Bounds the polls that parse a body and commit at the same time ([`PROCESSING_PERMITS`]).
+    pub processing: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many polls may be between "this body differs" and "its commit is durable" at once. A
+/// poll in that stretch holds its parsed items (several times the JSON's size); when thousands
+/// of sources are first polled together, this bound is what keeps memory flat. The writer
+/// commits the waiting polls together, so a few dozen keep it busy.
+pub const PROCESSING_PERMITS: usize = 32;
 
 /// How far a fetch got.
 enum Step {
@@ -98,11 +108,13 @@ struct Body {
 /// One source's runtime state.
 pub struct Poller {
     source: Arc<Source>,
-    snapshot: SourceSnapshot,
+    /// The stored metadata.
+    meta: SourceMeta,
+    /// The stored item state, compact (see `diff::ItemTable`): hashes and revisions, and which
+    /// item bytes stand for the stored content.
+    items: ItemTable,
     /// Fingerprint of the last body processed successfully.
     last_body: Option<blake3::Hash>,
-    /// Which item bytes stand for the stored content (see `extract::RawIndex`).
-    known: RawIndex,
     /// The source's and its host's request budgets.
     gate: Gate,
     /// Fingerprint of the extraction settings, computed once.
@@ -114,19 +126,23 @@ pub struct Poller {
 impl Poller {
     /// Loads the source's stored state.
     pub fn load(source: Arc<Source>, ctx: &PollContext) -> Result<Poller, StoreError> {
-        let mut snapshot = ctx.store.backend().load_source(&source.name)?;
+        let snapshot = ctx.store.backend().load_source(&source.name)?;
+        let mut meta = snapshot.meta;
+        let items = snapshot.items.iter().map(|(k, s)| (k.as_str(), s));
+        let items = ItemTable::new(items, snapshot.revision_floor);
+        drop(snapshot.items);
         let gate = Gate::new(ctx.limits.host(&source.request.url), source.rate);
         let settings = settings_fingerprint(&source);
         // A state stored under the legacy fingerprint of these same settings is current: it is
         // not re-baselined, and the next write stores the versioned fingerprint.
-        if snapshot.meta.fingerprint.as_deref() == Some(&legacy_settings_fingerprint(&source)) {
-            snapshot.meta.fingerprint = Some(settings.clone());
+        if meta.fingerprint.as_deref() == Some(&legacy_settings_fingerprint(&source)) {
+            meta.fingerprint = Some(settings.clone());
         }
         Ok(Poller {
             source,
-            snapshot,
+            meta,
+            items,
             last_body: None,
-            known: RawIndex::default(),
             gate,
             settings,
             pages: paginate::PageCache::default(),
@@ -137,20 +153,30 @@ impl Poller {
     /// the in-memory copy and the page cache as they were.
     pub async fn poll(&mut self, ctx: &PollContext) -> Result<PollOutcome, PollError> {
         // Validators stand for the stored state only when it was computed with these settings.
-        let current = self.snapshot.meta.initialized
-            && self.snapshot.meta.fingerprint.as_deref() == Some(self.settings.as_str());
+        let current = self.meta.initialized
+            && self.meta.fingerprint.as_deref() == Some(self.settings.as_str());
+        // A baseline (first poll, changed settings) will parse and commit whatever comes back:
+        // it waits for its turn before fetching, so thousands of first polls don't hold their
+        // bodies while they queue. Other polls take the permit only when their body differs.
+        let mut permit = match current {
+            true => None,
+            false => Some(ctx.processing.acquire().await),
+        };
         let fetched = match self.fetch(ctx, current).await? {
             Step::Done(outcome) => return Ok(outcome),
             Step::Body(f) => f,
         };
         let fingerprint = body_fingerprint(&self.settings, &fetched.body);
-        if self.snapshot.meta.initialized && self.last_body == Some(fingerprint) {
+        if self.meta.initialized && self.last_body == Some(fingerprint) {
             self.keep_validators(ctx, &fetched.validators).await?;
             self.install_pages(fetched.pages);
             return Ok(PollOutcome::Unchanged);
         }
-        let mut ex = self.extract(current, fetched.body).await?;
-        match self.snapshot.meta.pass_guard {
+        if permit.is_none() {
+            permit = Some(ctx.processing.acquire().await);
+        }
+        let mut ex = self.extract(ctx, current, fetched.body).await?;
+        match self.meta.pass_guard {
             Some(pass) => ex.discard = pass == GuardPass::Discard,
             None => {
                 if let Some(reason) = flood(&self.source, &ex, self.live_items()) {
@@ -162,11 +188,12 @@ impl Poller {
         if ex.diff.is_empty() && !ex.baseline && !ex.discard {
             self.keep_validators(ctx, &fetched.validators).await?;
             self.last_body = Some(fingerprint);
-            update_index(&mut self.known, &ex);
+            update_index(&mut self.items, &ex);
             self.install_pages(fetched.pages);
             return Ok(PollOutcome::Unchanged);
         }
         let events = self.commit(ctx, ex, fetched.validators).await?;
+        drop(permit);
         self.last_body = Some(fingerprint);
         self.install_pages(fetched.pages);
         Ok(PollOutcome::Changed(events))
@@ -178,8 +205,8 @@ impl Poller {
         let Some(p) = &self.source.paginate else {
             let sent = match current {
                 true => Validators {
-                    etag: self.snapshot.meta.etag.clone(),
-                    last_modified: self.snapshot.meta.last_modified.clone(),
+                    etag: self.meta.etag.clone(),
+                    last_modified: self.meta.last_modified.clone(),
                 },
                 false => Validators::default(),
             };
@@ -211,28 +238,25 @@ impl Poller {
     /// Extracts and diffs `body` on a blocking thread (CPU work off the tokio workers).
     async fn extract(
         &mut self,
+        ctx: &PollContext,
         current: bool,
         body: Vec<u8>,
     ) -> Result<process::Extracted, PollError> {
         let source = self.source.clone();
-        let snapshot = std::mem::take(&mut self.snapshot);
-        let known = std::mem::take(&mut self.known);
-        let (snapshot, known, extracted) = tokio::task::spawn_blocking(move || {
-            let ex = extract_and_diff(
-                &source,
-                !current,
-                &snapshot.items,
-                snapshot.revision_floor,
-                &known,
-                &body,
-            );
-            (snapshot, known, ex)
+        let items = std::mem::take(&mut self.items);
+        let store = ctx.store.clone();
+        let (items, extracted) = tokio::task::spawn_blocking(move || {
+            let rows = || {
+                let stored = store.backend().load_source(&source.name)?;
+                Ok(stored.items.into_iter().collect())
+            };
+            let ex = extract_and_diff(&source, !current, &items, rows, &body);
+            (items, ex)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("extraction task failed: {e}")))?;
-        self.snapshot = snapshot;
-        self.known = known;
-        Ok(extracted?)
+        self.items = items;
+        extracted
     }
 
     /// Commits the new state and its events in one transaction, then updates the in-memory
@@ -250,7 +274,7 @@ impl Poller {
         let meta = SourceMeta {
             initialized: true,
             fingerprint: Some(self.settings.clone()),
-            paused: self.snapshot.meta.paused.clone(),
+            paused: self.meta.paused.clone(),
             held: false,
             // A pass through the flood guard is used up by this commit.
             pass_guard: None,
@@ -285,15 +309,14 @@ impl Poller {
             };
             metrics::counter!(crate::telemetry::CHANGES, "source" => self.source.name.clone(), "type" => kind).increment(1);
         }
-        update_index(&mut self.known, &ex);
-        for change in ex.diff.changes {
-            self.snapshot.items.insert(change.key, change.state);
+        for change in &ex.diff.changes {
+            self.items.set(&change.key, &change.state);
         }
-        for (index, state) in ex.diff.silent {
-            let key = ex.extraction.items[index].key.clone();
-            self.snapshot.items.insert(key, state);
+        for (index, state) in &ex.diff.silent {
+            self.items.set(&ex.extraction.items[*index].key, state);
         }
-        self.snapshot.meta = meta;
+        update_index(&mut self.items, &ex);
+        self.meta = meta;
         Ok(events)
     }
 
@@ -311,7 +334,7 @@ impl Poller {
         ctx: &PollContext,
         v: &Validators,
     ) -> Result<(), StoreError> {
-        let meta = &self.snapshot.meta;
+        let meta = &self.meta;
         if meta.etag == v.etag && meta.last_modified == v.last_modified {
             return Ok(());
         }
@@ -321,7 +344,7 @@ impl Poller {
             ..meta.clone()
         };
         ctx.store.set_meta(&self.source.name, meta.clone()).await?;
-        self.snapshot.meta = meta;
+        self.meta = meta;
         Ok(())
     }
 
@@ -332,12 +355,12 @@ impl Poller {
 
     /// Live items in the stored state.
     pub fn live_items(&self) -> usize {
-        self.snapshot.items.values().filter(|s| !s.deleted).count()
+        self.items.live()
     }
 
     /// Why the source is paused, if it is.
     pub fn paused(&self) -> Option<&str> {
-        self.snapshot.meta.paused.as_deref()
+        self.meta.paused.as_deref()
     }
 
     /// Pauses (with a reason) or resumes the source, durably. Resuming a source the flood guard
@@ -349,7 +372,7 @@ impl Poller {
         reason: Option<String>,
         discard: bool,
     ) -> Result<(), StoreError> {
-        let old = &self.snapshot.meta;
+        let old = &self.meta;
         let pass_guard = match (&reason, old.held) {
             (None, true) => Some(if discard {
                 GuardPass::Discard
@@ -365,7 +388,7 @@ impl Poller {
             ..old.clone()
         };
         store.set_meta(&self.source.name, meta.clone()).await?;
-        self.snapshot.meta = meta;
+        self.meta = meta;
         Ok(())
     }
 
@@ -375,10 +398,10 @@ impl Poller {
         let meta = SourceMeta {
             paused: Some(reason.clone()),
             held: true,
-            ..self.snapshot.meta.clone()
+            ..self.meta.clone()
         };
         ctx.store.set_meta(&self.source.name, meta.clone()).await?;
-        self.snapshot.meta = meta;
+        self.meta = meta;
         ctx.registry
             .update(&self.source.name, |s| s.paused = Some(reason));
         Ok(())

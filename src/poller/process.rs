@@ -11,12 +11,14 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::config::{Destination, EmitSet, FirstPoll, Source};
-use crate::diff::{ChangeKind, Diff, ItemState, diff_above};
+use crate::diff::{ChangeKind, Diff, ItemState, ItemTable, diff};
 use crate::event::{EventType, Payload, changes, event_id, timestamp};
-use crate::extract::{ExtractError, Extraction, Item, Mode, RawIndex, extract_with};
+use crate::extract::{Extraction, Item, Mode, extract_with};
 use crate::jq::{Outcome, Rendered, Request};
 use crate::status::Registry;
 use crate::store::{Delivery, ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
+
+use super::PollError;
 
 /// Extraction result for one body.
 pub struct Extracted {
@@ -122,16 +124,15 @@ pub fn body_fingerprint(settings: &str, body: &[u8]) -> blake3::Hash {
 }
 
 /// Parses `body` and diffs it against `stored` (`baseline`: the stored state does not come from
-/// the current settings, or there is none); items whose bytes `index` knows are unchanged
-/// and not parsed.
+/// the current settings, or there is none); items whose bytes `stored` knows are unchanged
+/// and not parsed. `stored_rows` reads the source's stored rows, only when items were deleted.
 pub fn extract_and_diff(
     source: &Source,
     baseline: bool,
-    stored: &HashMap<String, ItemState>,
-    floor: u64,
-    index: &RawIndex,
+    stored: &ItemTable,
+    stored_rows: impl FnOnce() -> Result<Vec<(String, ItemState)>, StoreError>,
     body: &[u8],
-) -> Result<Extracted, ExtractError> {
+) -> Result<Extracted, PollError> {
     // Merged pages are one array of items: extract them with `items` at the root.
     let merged;
     let spec = match source.paginate {
@@ -141,17 +142,15 @@ pub fn extract_and_diff(
         }
         None => &source.extract,
     };
-    let extraction = extract_with(spec, body, index)?;
-    let known = extraction.known.len();
+    let extraction = extract_with(spec, body, stored)?;
     let hash = |item: &Item| spec.hash(&item.data);
-    let diff = diff_above(
+    let diff = diff(
         stored,
-        floor,
         &extraction.items,
-        known,
-        || extraction.known_keys(index),
+        &extraction.known,
+        stored_rows,
         &hash,
-    );
+    )?;
     Ok(Extracted {
         extraction,
         diff,
@@ -160,19 +159,11 @@ pub fn extract_and_diff(
     })
 }
 
-/// After a successful poll: parsed items' bytes now stand for their stored content; deleted
-/// items are forgotten.
-pub fn update_index(index: &mut RawIndex, ex: &Extracted) {
+/// After a successful poll whose changes are in `table`: parsed items' bytes now stand for
+/// their stored content (deleted items lost theirs when their tombstone was set).
+pub fn update_index(table: &mut ItemTable, ex: &Extracted) {
     for (hash, item) in ex.extraction.raw.iter().zip(&ex.extraction.items) {
-        index.record(&item.key, *hash);
-    }
-    for change in ex
-        .diff
-        .changes
-        .iter()
-        .filter(|c| c.kind == ChangeKind::Deleted)
-    {
-        index.forget(&change.key);
+        table.record_raw(&item.key, *hash);
     }
 }
 

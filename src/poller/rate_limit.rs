@@ -103,7 +103,14 @@ impl HostGate {
         HostGate {
             name,
             rate: limits.rate.map(limiter),
-            concurrency: limits.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            // Unset, a host still gets a bound: as many requests as the pool keeps connections
+            // for, so a start with thousands of sources due at once cannot open thousands of
+            // connections (each with its buffers) to one host.
+            concurrency: Some(Arc::new(Semaphore::new(
+                limits
+                    .concurrency
+                    .unwrap_or(crate::http::UPSTREAM_IDLE_PER_HOST),
+            ))),
             blocked_until: Mutex::new(None),
             strikes: AtomicU32::new(0),
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{PollContext, PollError, PollOutcome, Poller, error_chain};
@@ -34,7 +34,7 @@ impl Poller {
     pub async fn run(
         mut self,
         ctx: Arc<PollContext>,
-        control: &mut mpsc::Receiver<Control>,
+        control: &super::Mailbox,
         shutdown: CancellationToken,
     ) {
         let name = self.source.name.clone();
@@ -66,14 +66,14 @@ impl Poller {
             let forced = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = sleep_until(fire) => None,
-                Some(cmd) = control.recv() => match cmd {
+                cmd = control.recv() => match cmd {
                     Control::PollNow(reply) => Some(reply),
                     Control::Pause(reason, reply) => {
-                        let _ = reply.send(self.pause(&ctx, Some(reason), false).await);
+                        let _ = reply.send(Box::pin(self.pause(&ctx, Some(reason), false)).await);
                         continue;
                     }
                     Control::Resume(discard, reply) => {
-                        let _ = reply.send(self.pause(&ctx, None, discard).await);
+                        let _ = reply.send(Box::pin(self.pause(&ctx, None, discard)).await);
                         continue;
                     }
                 },
@@ -87,9 +87,11 @@ impl Poller {
                 continue;
             }
             let started = Instant::now();
+            // Boxed: the poll's state (request, extraction, commit) is the largest part of this
+            // task, and it is needed only while polling, not while the task sleeps.
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.poll(&ctx) => r,
+                r = Box::pin(self.poll(&ctx)) => r,
             };
             let said = reporter.report(&self, &ctx, &result, started.elapsed(), failures);
             failures = if result.is_ok() { 0 } else { failures + 1 };

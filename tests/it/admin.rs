@@ -254,8 +254,8 @@ async fn metrics_cover_polls_changes_and_deliveries() {
         "pollhook_changes_total{source=\"things\",type=\"created\"}",
         "pollhook_deliveries_total{destination=\"agent\",outcome=\"delivered\"}",
         "pollhook_delivery_latency_seconds_bucket{destination=\"agent\"",
-        "pollhook_poll_duration_seconds_bucket{source=\"things\"",
-        "pollhook_schedule_lag_seconds_bucket{source=\"things\"",
+        "pollhook_poll_duration_seconds_bucket{le=",
+        "pollhook_schedule_lag_seconds_bucket{le=",
         "pollhook_outbox_depth{destination=\"agent\"}",
         "pollhook_dead_letters{destination=\"agent\"}",
     ] {

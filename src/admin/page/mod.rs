@@ -435,7 +435,7 @@ pub async fn resume(
     let sender = s.controls.read().ok().and_then(|c| c.get(&name).cloned());
     if let Some(sender) = sender {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if sender.send(Control::Resume(false, tx)).await.is_ok() {
+        if sender.send(Control::Resume(false, tx)).is_ok() {
             let _ = rx.await;
         }
     }

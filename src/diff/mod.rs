@@ -4,9 +4,12 @@
 //! last revision, so an item that comes back gets a new revision (and so a new event id) rather
 //! than reusing the id of its first creation.
 
-use std::collections::{HashMap, HashSet};
+mod table;
 
-use crate::extract::{ContentHash, Item};
+use std::collections::HashSet;
+
+use crate::extract::{ContentHash, Item, RawHash};
+pub use table::{ItemTable, KeyHash, Prior, key_hash, short_hash, version_tag};
 
 /// What the store keeps per item key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,64 +65,55 @@ impl Diff {
     }
 }
 
-/// Compares a complete snapshot with `stored`. `items` are the parsed items; `unchanged` more
-/// items are known unchanged without parsing (their keys, live in `stored`, come from
-/// `unchanged_keys`, which is only called when a deletion is possible). `hash` computes an item's
-/// content hash; it is skipped when a `version` is present and equal to the stored one.
-pub fn diff<'a, I>(
-    stored: &HashMap<String, ItemState>,
-    items: &'a [Item],
-    unchanged: usize,
-    unchanged_keys: impl FnOnce() -> I,
+/// Compares a complete snapshot with `stored`. `items` are the parsed items; `known` are the raw
+/// hashes of items recognised unchanged without parsing (each stands for a live slot of
+/// `stored`). `hash` computes an item's content hash; it is skipped when a `version` is present
+/// and equal to the stored one. `stored_rows` gives the source's stored rows (key and full state)
+/// and is called only when something was deleted, to name the deleted items. A key with no
+/// stored state starts above the table's floor (pruned tombstones), so a key re-created after its
+/// tombstone was pruned never reuses a revision (nor, so, an event id).
+pub fn diff<E>(
+    stored: &ItemTable,
+    items: &[Item],
+    known: &[RawHash],
+    stored_rows: impl FnOnce() -> Result<Vec<(String, ItemState)>, E>,
     hash: &dyn Fn(&Item) -> ContentHash,
-) -> Diff
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    diff_above(stored, 0, items, unchanged, unchanged_keys, hash)
-}
-
-/// [`diff`] for a source whose pruned tombstones reached revision `floor`: an item with no
-/// stored state starts above it, so a key re-created after its tombstone was pruned never
-/// reuses a revision (nor, so, an event id).
-pub fn diff_above<'a, I>(
-    stored: &HashMap<String, ItemState>,
-    floor: u64,
-    items: &'a [Item],
-    unchanged: usize,
-    unchanged_keys: impl FnOnce() -> I,
-    hash: &dyn Fn(&Item) -> ContentHash,
-) -> Diff
-where
-    I: IntoIterator<Item = &'a str>,
-{
+) -> Result<Diff, E> {
     let mut out = Diff::default();
+    let mut present = vec![false; stored.len()];
     for (index, item) in items.iter().enumerate() {
-        let old = stored.get(&item.key);
-        if let Some(change) = compare(old, floor, item, index, hash, &mut out.silent) {
+        let old = stored.get_hashed(key_hash(&item.key));
+        if let Some((slot, _)) = old {
+            present[slot as usize] = true;
+        }
+        let prior = old.map(|(_, p)| p);
+        if let Some(change) = compare(prior, stored.floor(), item, index, hash, &mut out.silent) {
             out.changes.push(change);
         }
     }
+    for slot in known.iter().filter_map(|raw| stored.slot_of_raw(*raw)) {
+        present[slot as usize] = true;
+    }
     // Every key of the snapshot is distinct; those not created are live in `stored`. When they
-    // number as many as the live stored items, nothing was deleted and no key set is needed.
+    // number as many as the live stored items, nothing was deleted.
     let created = out
         .changes
         .iter()
         .filter(|c| c.kind == ChangeKind::Created)
         .count();
-    let present_live = unchanged + items.len() - created;
-    let live = stored.values().filter(|s| !s.deleted).count();
-    if live != present_live {
-        out.changes
-            .extend(deletions(stored, items, unchanged_keys()));
+    if stored.live() != known.len() + items.len() - created {
+        let gone = stored.live_absent(&present);
+        if !gone.is_empty() {
+            out.changes.extend(deletions(&gone, stored_rows()?));
+        }
     }
-    out
+    Ok(out)
 }
 
 /// The change (if any) of one parsed item; a new version with equal content is recorded as a
 /// silent update.
 fn compare(
-    old: Option<&ItemState>,
+    old: Option<Prior>,
     floor: u64,
     item: &Item,
     index: usize,
@@ -130,17 +124,20 @@ fn compare(
         let revision = old.map_or(floor + 1, |o| o.revision + 1);
         return Some(created(item, index, revision, hash(item)));
     };
-    if item.version.is_some() && item.version == old.version {
+    let version = version_tag(item.version.as_deref());
+    if item.version.is_some() && version == old.version {
         return None;
     }
     let new_hash = hash(item);
-    if new_hash == old.hash {
-        if item.version != old.version {
+    if short_hash(&new_hash) == old.hash {
+        if version != old.version {
             silent.push((
                 index,
                 ItemState {
+                    revision: old.revision,
+                    hash: new_hash,
                     version: item.version.clone(),
-                    ..old.clone()
+                    deleted: false,
                 },
             ));
         }
@@ -160,34 +157,26 @@ fn compare(
     })
 }
 
-/// Live stored items absent from the snapshot, in key order.
-fn deletions<'a>(
-    stored: &HashMap<String, ItemState>,
-    items: &'a [Item],
-    unchanged: impl IntoIterator<Item = &'a str>,
-) -> Vec<Change> {
-    let mut present: HashSet<&str> = unchanged.into_iter().collect();
-    present.extend(items.iter().map(|i| i.key.as_str()));
-    let mut gone: Vec<(&String, &ItemState)> = stored
-        .iter()
-        .filter(|(k, s)| !s.deleted && !present.contains(k.as_str()))
-        .collect();
-    gone.sort_by(|a, b| a.0.cmp(b.0));
-    gone.into_iter()
-        .map(|(key, old)| {
-            let state = ItemState {
+/// The deletions of the `gone` key hashes, named and carried from their stored rows, in key
+/// order.
+fn deletions(gone: &[(KeyHash, Prior)], rows: Vec<(String, ItemState)>) -> Vec<Change> {
+    let gone: HashSet<KeyHash> = gone.iter().map(|(k, _)| *k).collect();
+    let mut out: Vec<Change> = rows
+        .into_iter()
+        .filter(|(key, old)| !old.deleted && gone.contains(&key_hash(key)))
+        .map(|(key, old)| Change {
+            kind: ChangeKind::Deleted,
+            state: ItemState {
                 revision: old.revision + 1,
                 deleted: true,
-                ..old.clone()
-            };
-            Change {
-                kind: ChangeKind::Deleted,
-                key: key.clone(),
-                state,
-                index: None,
-            }
+                ..old
+            },
+            key,
+            index: None,
         })
-        .collect()
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
 fn created(item: &Item, index: usize, revision: u64, hash: ContentHash) -> Change {
@@ -209,6 +198,8 @@ fn created(item: &Item, index: usize, revision: u64, hash: ContentHash) -> Chang
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
+    use std::convert::Infallible;
 
     fn h(item: &Item) -> ContentHash {
         let mut b = [0u8; 32];
@@ -227,8 +218,21 @@ mod tests {
         }
     }
 
+    fn run(
+        stored: &HashMap<String, ItemState>,
+        items: &[Item],
+        known: &[RawHash],
+        table: impl FnOnce(&mut ItemTable),
+        hash: &dyn Fn(&Item) -> ContentHash,
+    ) -> Diff {
+        let mut t = ItemTable::new(stored.iter().map(|(k, s)| (k.as_str(), s)), 0);
+        table(&mut t);
+        let rows = || Ok::<_, Infallible>(stored.clone().into_iter().collect());
+        diff(&t, items, known, rows, hash).unwrap()
+    }
+
     fn state_of(items: &[Item]) -> HashMap<String, ItemState> {
-        let d = diff(&HashMap::new(), items, 0, Vec::new, &h);
+        let d = run(&HashMap::new(), items, &[], |_| {}, &h);
         d.changes.into_iter().map(|c| (c.key, c.state)).collect()
     }
 
@@ -237,7 +241,8 @@ mod tests {
     fn new_keys_start_above_the_floor() {
         let h = |_: &Item| ContentHash([1; 32]);
         let items = [item("9", None, json!({"a":1}))];
-        let d = diff_above(&HashMap::new(), 41, &items, 0, Vec::new, &h);
+        let t = ItemTable::new(std::iter::empty(), 41);
+        let d = diff(&t, &items, &[], || Ok::<_, Infallible>(Vec::new()), &h).unwrap();
         assert_eq!(d.changes[0].state.revision, 42);
     }
 
@@ -248,7 +253,11 @@ mod tests {
             item("2", None, json!({"a":2})),
         ];
         let stored = state_of(&items);
-        assert!(diff(&stored, &items, 0, Vec::new, &h).is_empty());
+        let never = || -> Result<Vec<(String, ItemState)>, Infallible> {
+            panic!("no deletion: stored rows are not read")
+        };
+        let t = ItemTable::new(stored.iter().map(|(k, s)| (k.as_str(), s)), 0);
+        assert!(diff(&t, &items, &[], never, &h).unwrap().is_empty());
     }
 
     #[test]
@@ -262,7 +271,7 @@ mod tests {
             item("1", None, json!({"a":9})),
             item("3", None, json!({"a":3})),
         ];
-        let d = diff(&stored, &after, 0, Vec::new, &h);
+        let d = run(&stored, &after, &[], |_| {}, &h);
         let kinds: Vec<_> = d
             .changes
             .iter()
@@ -276,15 +285,20 @@ mod tests {
                 (ChangeKind::Deleted, "2", 2)
             ]
         );
+        assert_eq!(
+            d.changes[2].state.hash, stored["2"].hash,
+            "a tombstone keeps its hash"
+        );
     }
 
     #[test]
-    fn unchanged_keys_are_present_not_deleted() {
+    fn known_bytes_are_present_not_deleted() {
         let stored = state_of(&[
             item("1", None, json!({"a":1})),
             item("2", None, json!({"a":2})),
         ]);
-        let d = diff(&stored, &[item("2", None, json!({"a":3}))], 1, || ["1"], &h);
+        let items = [item("2", None, json!({"a":3}))];
+        let d = run(&stored, &items, &[77], |t| t.record_raw("1", 77), &h);
         assert_eq!(d.changes.len(), 1);
         assert_eq!(d.changes[0].kind, ChangeKind::Updated);
     }
@@ -294,7 +308,7 @@ mod tests {
         let mut stored = state_of(&[item("1", None, json!({"a":1}))]);
         stored.get_mut("1").unwrap().deleted = true;
         stored.get_mut("1").unwrap().revision = 2;
-        let d = diff(&stored, &[item("1", None, json!({"a":1}))], 0, Vec::new, &h);
+        let d = run(&stored, &[item("1", None, json!({"a":1}))], &[], |_| {}, &h);
         assert_eq!(d.changes[0].kind, ChangeKind::Created);
         assert_eq!(d.changes[0].state.revision, 3);
     }
@@ -303,21 +317,13 @@ mod tests {
     fn equal_version_skips_hashing_and_new_version_same_hash_is_silent() {
         let stored = state_of(&[item("1", Some("v1"), json!({"a":1}))]);
         let never = |_: &Item| -> ContentHash { panic!("hash must not be computed") };
-        assert!(
-            diff(
-                &stored,
-                &[item("1", Some("v1"), json!({"a":2}))],
-                0,
-                Vec::new,
-                &never
-            )
-            .is_empty()
-        );
-        let d = diff(
+        let same_version = [item("1", Some("v1"), json!({"a":2}))];
+        assert!(run(&stored, &same_version, &[], |_| {}, &never).is_empty());
+        let d = run(
             &stored,
             &[item("1", Some("v2"), json!({"a":1}))],
-            0,
-            Vec::new,
+            &[],
+            |_| {},
             &h,
         );
         assert!(d.changes.is_empty());

@@ -1,0 +1,336 @@
+//! The in-memory item state of one source: per item only what the steady-state diff needs, in
+//! a fixed 72-byte slot and two 4-byte index entries, never the key, version or JSON text.
+//!
+//! Design notes:
+//! - A slot holds the key's hash (BLAKE3, 128 bits: two keys never meet by accident or by an
+//!   upstream's design), the revision, the first 16 bytes of the content hash (the stored row
+//!   keeps all 32), a 64-bit tag of the `version` value, and the XXH3-128 of the bytes the stored
+//!   content came from (`extract::KnownBytes`).
+//! - Keys are needed only to name deleted items; the caller supplies them from the store when a
+//!   poll finds a deletion, which is rare. Item JSON (`previous`, `changes`, deleted payloads)
+//!   is read from the store for changed items only.
+//! - Slots are never removed while the task runs (a deleted item keeps its tombstone's revision
+//!   until the store prunes it and the task restarts), so indices into `slots` are stable.
+
+use hashbrown::HashTable;
+
+use super::ItemState;
+use crate::extract::{ContentHash, KnownBytes, RawHash};
+
+/// An item key's hash.
+pub type KeyHash = u128;
+
+/// The hash identifying `key` in a table.
+pub fn key_hash(key: &str) -> KeyHash {
+    let h = blake3::hash(key.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.as_bytes()[..16]);
+    u128::from_le_bytes(b)
+}
+
+/// The tag of a `version` value: 0 for none, else its XXH3-64 (never 0).
+pub fn version_tag(version: Option<&str>) -> u64 {
+    version.map_or(0, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes()).max(1))
+}
+
+/// The part of a content hash kept in memory.
+pub fn short_hash(hash: &ContentHash) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&hash.0[..16]);
+    b
+}
+
+/// What the table remembers of one stored item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prior {
+    /// Revision of the last recorded version.
+    pub revision: u64,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+    /// [`version_tag`] of its version.
+    pub version: u64,
+    /// [`short_hash`] of its content hash.
+    pub hash: [u8; 16],
+}
+
+/// 72 bytes: the fields of a [`Prior`], flattened so no padding is spent on it.
+#[derive(Clone, Copy)]
+struct Slot {
+    key: [u64; 2],
+    raw: [u64; 2],
+    hash: [u8; 16],
+    revision: u64,
+    version: u64,
+    deleted: bool,
+    has_raw: bool,
+}
+
+impl Slot {
+    fn prior(&self) -> Prior {
+        Prior {
+            revision: self.revision,
+            deleted: self.deleted,
+            version: self.version,
+            hash: self.hash,
+        }
+    }
+
+    fn set_prior(&mut self, p: Prior) {
+        self.revision = p.revision;
+        self.deleted = p.deleted;
+        self.version = p.version;
+        self.hash = p.hash;
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 72);
+
+fn split(h: u128) -> [u64; 2] {
+    [h as u64, (h >> 64) as u64]
+}
+
+fn join(p: [u64; 2]) -> u128 {
+    u128::from(p[0]) | (u128::from(p[1]) << 64)
+}
+
+/// One source's item state in memory (see the module notes).
+#[derive(Default)]
+pub struct ItemTable {
+    slots: Vec<Slot>,
+    /// Slot index by key hash (hashed by the key hash's low 64 bits).
+    by_key: HashTable<u32>,
+    /// Slot index by the raw hash of the bytes its stored content came from.
+    by_raw: HashTable<u32>,
+    live: usize,
+    floor: u64,
+}
+
+impl std::fmt::Debug for ItemTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ItemTable({} items, {} live)",
+            self.slots.len(),
+            self.live
+        )
+    }
+}
+
+impl ItemTable {
+    /// A table of `states` for a source whose pruned tombstones reached revision `floor`.
+    pub fn new<'a>(states: impl IntoIterator<Item = (&'a str, &'a ItemState)>, floor: u64) -> Self {
+        let mut t = ItemTable {
+            floor,
+            ..ItemTable::default()
+        };
+        for (key, state) in states {
+            t.set(key, state);
+        }
+        t.slots.shrink_to_fit();
+        t.by_key.shrink_to_fit(|i| t.slots[*i as usize].key[0]);
+        t
+    }
+
+    /// The highest revision among pruned tombstones: new keys start above it.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Live (not deleted) items.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Items, tombstones included.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the table holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn slot(&self, key: KeyHash) -> Option<u32> {
+        let k = split(key);
+        self.by_key
+            .find(k[0], |i| self.slots[*i as usize].key == k)
+            .copied()
+    }
+
+    /// What is stored for `key`.
+    pub fn get(&self, key: &str) -> Option<Prior> {
+        self.get_hashed(key_hash(key)).map(|(_, p)| p)
+    }
+
+    /// What is stored for a key hash, with its slot.
+    pub fn get_hashed(&self, key: KeyHash) -> Option<(u32, Prior)> {
+        self.slot(key).map(|i| (i, self.slots[i as usize].prior()))
+    }
+
+    /// The slot whose stored content came from bytes hashing to `raw`.
+    pub fn slot_of_raw(&self, raw: RawHash) -> Option<u32> {
+        let r = split(raw);
+        self.by_raw
+            .find(r[0], |i| {
+                let s = &self.slots[*i as usize];
+                s.has_raw && s.raw == r
+            })
+            .copied()
+    }
+
+    /// Records `key`'s new state (a deletion also forgets its bytes).
+    pub fn set(&mut self, key: &str, state: &ItemState) {
+        let prior = Prior {
+            revision: state.revision,
+            deleted: state.deleted,
+            version: version_tag(state.version.as_deref()),
+            hash: short_hash(&state.hash),
+        };
+        let k = key_hash(key);
+        let i = match self.slot(k) {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(self.slots.len()).expect("under 4 billion items per source");
+                self.slots.push(Slot {
+                    key: split(k),
+                    raw: [0, 0],
+                    hash: prior.hash,
+                    revision: prior.revision,
+                    version: prior.version,
+                    deleted: true,
+                    has_raw: false,
+                });
+                let slots = &self.slots;
+                self.by_key
+                    .insert_unique(split(k)[0], i, |j| slots[*j as usize].key[0]);
+                i
+            }
+        };
+        let slot = &mut self.slots[i as usize];
+        let was_deleted = slot.deleted;
+        slot.set_prior(prior);
+        match (was_deleted, state.deleted) {
+            (true, false) => self.live += 1,
+            (false, true) => self.live -= 1,
+            _ => {}
+        }
+        if state.deleted {
+            self.forget_raw(i);
+        }
+    }
+
+    /// Records that `key`'s stored content now comes from bytes hashing to `raw`.
+    pub fn record_raw(&mut self, key: &str, raw: RawHash) {
+        let Some(i) = self.slot(key_hash(key)) else {
+            return;
+        };
+        self.forget_raw(i);
+        // Another slot claiming the same bytes (only a hash collision can do it) loses them.
+        if let Some(other) = self.slot_of_raw(raw) {
+            self.forget_raw(other);
+        }
+        let r = split(raw);
+        let slot = &mut self.slots[i as usize];
+        slot.raw = r;
+        slot.has_raw = true;
+        let slots = &self.slots;
+        self.by_raw
+            .insert_unique(r[0], i, |j| slots[*j as usize].raw[0]);
+    }
+
+    fn forget_raw(&mut self, i: u32) {
+        let slot = self.slots[i as usize];
+        if !slot.has_raw {
+            return;
+        }
+        if let Ok(e) = self.by_raw.find_entry(slot.raw[0], |j| *j == i) {
+            e.remove();
+        }
+        self.slots[i as usize].has_raw = false;
+    }
+
+    /// The live items whose slot is not marked in `present` (indexed by slot), with their key
+    /// hashes.
+    pub fn live_absent(&self, present: &[bool]) -> Vec<(KeyHash, Prior)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| !s.deleted && !present.get(*i).copied().unwrap_or(false))
+            .map(|(_, s)| (join(s.key), s.prior()))
+            .collect()
+    }
+}
+
+impl KnownBytes for ItemTable {
+    fn knows(&self, raw: RawHash) -> bool {
+        self.slot_of_raw(raw).is_some()
+    }
+
+    fn raw_of(&self, key: &str) -> Option<RawHash> {
+        let s = &self.slots[self.slot(key_hash(key))? as usize];
+        s.has_raw.then(|| join(s.raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(revision: u64, deleted: bool) -> ItemState {
+        ItemState {
+            revision,
+            hash: ContentHash([revision as u8; 32]),
+            version: None,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn set_counts_live_items_and_deletion_forgets_bytes() {
+        let mut t = ItemTable::default();
+        t.set("a", &state(1, false));
+        t.set("b", &state(1, false));
+        t.record_raw("a", 7);
+        assert_eq!((t.live(), t.len()), (2, 2));
+        assert_eq!(t.raw_of("a"), Some(7));
+        assert!(t.knows(7));
+        t.set("a", &state(2, true));
+        assert_eq!((t.live(), t.len()), (1, 2));
+        assert!(!t.knows(7), "a tombstone has no bytes");
+        assert_eq!(t.get("a").map(|p| (p.revision, p.deleted)), Some((2, true)));
+        t.set("a", &state(3, false));
+        assert_eq!(t.live(), 2);
+    }
+
+    #[test]
+    fn new_bytes_replace_old_ones() {
+        let mut t = ItemTable::default();
+        t.set("a", &state(1, false));
+        t.record_raw("a", 1);
+        t.record_raw("a", 2);
+        assert!(!t.knows(1) && t.knows(2));
+        t.set("b", &state(1, false));
+        t.record_raw("b", 2);
+        assert_eq!(
+            t.raw_of("a"),
+            None,
+            "bytes claimed by another key move to it"
+        );
+        assert_eq!(
+            t.slot_of_raw(2),
+            t.get_hashed(key_hash("b")).map(|(i, _)| i)
+        );
+    }
+
+    #[test]
+    fn absent_lists_live_unmarked_slots() {
+        let mut t = ItemTable::default();
+        for (k, d) in [("a", false), ("b", true), ("c", false)] {
+            t.set(k, &state(1, d));
+        }
+        let gone = t.live_absent(&[true, false, false]);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, key_hash("c"));
+    }
+}
