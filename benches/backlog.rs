@@ -70,15 +70,6 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap) -> StatusCode
     StatusCode::NO_CONTENT
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     if support::invoked_as_test() {
         return;
@@ -149,7 +140,7 @@ async fn run(events: usize, outage: Duration) {
     let deadline = Instant::now() + Duration::from_secs(60) + outage * 2;
     // Baseline: every source polled a few times, nothing to send.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = rss_kib(pid, "VmRSS:");
+    let idle = support::status_kib(pid, "VmRSS:");
     println!(
         "backlog: {SOURCES} sources x {ITEMS} items every 100 ms; receiver down; target {events} events"
     );
@@ -166,7 +157,7 @@ async fn run(events: usize, outage: Duration) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     tokio::time::sleep(Duration::from_secs(6)).await; // a retry round over the whole backlog
-    let full = rss_kib(pid, "VmRSS:");
+    let full = support::status_kib(pid, "VmRSS:");
     println!(
         "{built} events pending: RSS {:.1} MiB (+{:.1} MiB over idle; {:.0} bytes per pending event)",
         full as f64 / 1024.0,
@@ -208,7 +199,7 @@ async fn run(events: usize, outage: Duration) {
         "delivered {got} of {total} distinct events ({:.1}%) {:.1} s after the receiver came back; dead-lettered {dead}; peak RSS {:.1} MiB",
         got as f64 * 100.0 / total as f64,
         back.elapsed().as_secs_f64(),
-        rss_kib(pid, "VmHWM:") as f64 / 1024.0
+        support::status_kib(pid, "VmHWM:") as f64 / 1024.0
     );
     support::stop(child);
 }

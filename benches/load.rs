@@ -9,10 +9,9 @@
 //! change-to-delivery latency p50/p99, deliveries/s, daemon CPU seconds per 1,000 polls, peak
 //! RSS, and the burst delivery rate.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use support::serve;
+use support::{now_ms, pct, serve, usage};
 
 mod support;
 
@@ -42,13 +41,6 @@ struct Receiver {
     detect_ms: Mutex<Vec<i64>>,
     change_ms: Mutex<Vec<i64>>,
     last_at: AtomicU64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// Renders a source's body; `revs[i]` is item i's (revision, changed-at ms).
@@ -114,14 +106,8 @@ async fn serve_source(
 async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> axum::http::StatusCode {
     let now = now_ms();
     if let Ok(e) = serde_json::from_slice::<Value>(&body) {
-        if let Some(ts) = e["timestamp"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        {
-            rx.detect_ms
-                .lock()
-                .unwrap()
-                .push(now - ts.timestamp_millis());
+        if let Some(ms) = support::detection_ms(&e, now) {
+            rx.detect_ms.lock().unwrap().push(ms);
         }
         if let Some(changed) = e["data"]["changed_at_ms"].as_i64().filter(|c| *c > 0) {
             rx.change_ms.lock().unwrap().push(now - changed);
@@ -141,43 +127,6 @@ fn config(sources: usize, up: &str, rx: &str, conditional: bool, history: bool) 
         y.push_str(&format!("  s{s}:\n    url: {up}/s/{s}\n    every: 1s\n    jitter: 0%\n    key: /id\n    conditional: {conditional}\n    to: [sink]\n"));
     }
     y
-}
-
-/// (user + system CPU seconds, peak RSS in MiB) of a process.
-fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let hz: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    (ticks / hz, hwm_kb / 1024.0)
-}
-
-fn pct(v: &mut [i64], p: f64) -> i64 {
-    if v.is_empty() {
-        return -1;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Schedule lag per poll: arrival minus (the source's best-case phase + n seconds).

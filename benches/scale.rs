@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -26,18 +26,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use support::serve;
+use support::{now_ms, pct, serve, usage};
 
 mod support;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn main() {
     if support::invoked_as_test() {
@@ -165,8 +158,8 @@ mod upstream {
         axum::Json(json!({
             "hits": up.hits.load(Ordering::Relaxed),
             "not_modified": up.not_modified.load(Ordering::Relaxed),
-            "lag_p50": super::pct(&mut lags.clone(), 0.5),
-            "lag_p99": super::pct(&mut lags, 0.99),
+            "lag_p50": support::pct(&mut lags.clone(), 0.5),
+            "lag_p99": support::pct(&mut lags, 0.99),
             "polled": polled,
             "all_polled_ms": last_first,
             "json_bytes": bytes,
@@ -222,25 +215,12 @@ struct Receiver {
 async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
     let now = now_ms();
     if let Ok(e) = serde_json::from_slice::<Value>(&body)
-        && let Some(ts) = e["timestamp"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        && let Some(ms) = support::detection_ms(&e, now)
     {
-        rx.detect_ms
-            .lock()
-            .unwrap()
-            .push(now - ts.timestamp_millis());
+        rx.detect_ms.lock().unwrap().push(ms);
     }
     rx.count.fetch_add(1, Ordering::Relaxed);
     StatusCode::NO_CONTENT
-}
-
-fn pct(v: &mut [i64], p: f64) -> i64 {
-    if v.is_empty() {
-        return -1;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn config(sources: usize, up: &str, rx: &str, admin: &str) -> String {
@@ -253,27 +233,6 @@ fn config(sources: usize, up: &str, rx: &str, admin: &str) -> String {
         ));
     }
     y
-}
-
-/// (user + system CPU seconds, peak RSS in MiB) of a process.
-fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    let ticks = field(11).unwrap_or(0.0) + field(12).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    // Linux reports CPU times in USER_HZ, 100 on every architecture Rust targets.
-    (ticks / 100.0, hwm_kb / 1024.0)
 }
 
 struct Bench {

@@ -45,3 +45,56 @@ pub fn stop(mut child: std::process::Child) {
         .status();
     let _ = child.wait();
 }
+
+/// (user + system CPU seconds, peak RSS in MiB) of a process, from `/proc`.
+#[allow(dead_code)] // not every bench reports CPU
+pub fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    let ticks = field(11).unwrap_or(0.0) + field(12).unwrap_or(0.0);
+    // Linux reports CPU times in USER_HZ, 100 on every architecture Rust targets.
+    (ticks / 100.0, status_kib(pid, "VmHWM:") as f64 / 1024.0)
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`), 0 when unreadable.
+#[allow(dead_code)] // not every bench reads memory
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `p` quantile (0–1) of `v` (sorted in place); -1 when empty.
+#[allow(dead_code)] // not every bench reports latencies
+pub fn pct(v: &mut [i64], p: f64) -> i64 {
+    if v.is_empty() {
+        return -1;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Unix time in milliseconds.
+#[allow(dead_code)] // not every bench times deliveries
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Milliseconds from an event's detection (its envelope `timestamp`) to `now`.
+#[allow(dead_code)] // not every bench times deliveries
+pub fn detection_ms(event: &serde_json::Value, now: i64) -> Option<i64> {
+    let ts = event["timestamp"].as_str()?;
+    let at = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    Some(now - at.timestamp_millis())
+}
