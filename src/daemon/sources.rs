@@ -91,7 +91,7 @@ impl SourceSet {
                         // A restart reloads the stored state: whatever the dead run held in
                         // memory is rebuilt from what was committed.
                         None => {
-                            ctx.store.flush().await;
+                            Box::pin(ctx.store.flush()).await;
                             match Poller::load(src.clone(), &ctx) {
                                 Ok(p) => p,
                                 Err(e) => panic!("cannot reload the source's state: {e}"),
