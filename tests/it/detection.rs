@@ -97,6 +97,30 @@ async fn created_deleted_and_recreated_items() {
     d.stop().await;
 }
 
+/// After a restart a source holds only hashes of its items in memory: an item deleted upstream
+/// meanwhile is still named, carries its last stored data and the next revision, and the items
+/// left are not re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_after_a_restart_is_named_from_the_store() {
+    let up = Upstream::start(&json!([{"id":"a"},{"id":"b","n":1}]).to_string()).await;
+    let rx = receiver(204).await;
+    let yaml = simple_yaml(&up.url, &rx.uri(), "");
+    let d = Daemon::start(&yaml);
+    up.wait_polls(2).await;
+    let dir = d.stop().await;
+    up.set(body(json!([{"id":"a"}])));
+    let d = Daemon::start_in(dir, &yaml);
+    wait_until(T, "deleted", || async { posts(&rx).await.len() == 1 }).await;
+    up.wait_polls(2).await;
+    let evs = events(&rx).await;
+    assert_eq!(evs.len(), 1, "only the deletion: {evs:?}");
+    assert_eq!(evs[0]["type"], "item.deleted");
+    assert_eq!(evs[0]["key"], "b");
+    assert_eq!(evs[0]["revision"], 2);
+    assert_eq!(evs[0]["data"], json!({"id":"b","n":1}));
+    d.stop().await;
+}
+
 /// `on_first_poll: emit` sends every item as created; `include` adds previous and a JSON Patch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_poll_emit_and_payload_includes() {
