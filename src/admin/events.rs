@@ -128,7 +128,8 @@ pub async fn list(State(s): State<AdminState>, Query(q): Query<EventsQuery>) -> 
         Ok(query) => query,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match s.store.backend().history(&query) {
+    let q = query.clone();
+    match s.store.read(move |b| b.history(&q)).await {
         Ok(records) => {
             let next = (records.len() == query.limit)
                 .then(|| records.last().map(|r| r.seq))
@@ -167,7 +168,8 @@ pub fn sent_headers(s: &AdminState, d: &EventDelivery) -> Option<Vec<(String, St
 
 /// `GET /v1/events/{id}`.
 pub async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    let deliveries = match s.store.backend().event(&id) {
+    let key = id.clone();
+    let deliveries = match s.store.read(move |b| b.event(&key)).await {
         Ok(d) => d,
         Err(e) => return internal(e),
     };

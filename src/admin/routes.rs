@@ -171,7 +171,7 @@ fn dead_json(row: &OutboxRow) -> Value {
 
 /// `GET /v1/dead`.
 pub async fn dead(State(s): State<AdminState>) -> Response {
-    match s.store.backend().dead_headers() {
+    match s.store.read(|b| b.dead_headers()).await {
         Ok(rows) => {
             Json(json!({ "dead": rows.iter().map(dead_json).collect::<Vec<_>>() })).into_response()
         }
@@ -195,8 +195,8 @@ async fn revive(s: &AdminState, seqs: Option<Vec<u64>>) -> Response {
 pub async fn retry_one(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
     let exists = s
         .store
-        .backend()
-        .dead_headers()
+        .read(|b| b.dead_headers())
+        .await
         .map(|rows| rows.iter().any(|r| r.seq == id))
         .unwrap_or(false);
     if !exists {

@@ -71,6 +71,18 @@ impl Store {
         self.backend.as_ref()
     }
 
+    /// Runs a read on tokio's blocking pool: a long scan (the delivery log, every dead letter)
+    /// must not stall the polls that share the async worker.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(backend.as_ref()))
+            .await
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
     async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx

@@ -25,7 +25,7 @@ use super::AdminState;
 use super::events::{EventsQuery, at, sent_headers};
 use crate::delivery::{DestStats, DispatchCmd, now_ms};
 use crate::poller::Control;
-use crate::store::{DeliveryStatus, HistoryQuery, HistoryRecord};
+use crate::store::{DeliveryStatus, HistoryQuery, HistoryRecord, OutboxRow};
 use html::{esc, layout, login_page, opt, refuse, select};
 use session::{can_read, can_write, check_post, csrf_value};
 
@@ -253,8 +253,7 @@ fn log_section(
     out.push_str("</tbody></table></div>");
 }
 
-fn dead_section(s: &AdminState, out: &mut String, writable: bool) {
-    let dead = s.store.backend().dead_headers().unwrap_or_default();
+fn dead_section(s: &AdminState, dead: &[OutboxRow], out: &mut String, writable: bool) {
     let _ = write!(
         out,
         "<h2 id=\"dead\">Dead letters ({})</h2><div class=\"wrap\"><table><caption class=\"muted\">Deliveries that gave up; resend puts them back in the outbox</caption><thead><tr><th scope=\"col\">Id</th><th scope=\"col\">Event</th><th scope=\"col\">Destination</th><th scope=\"col\">Source</th><th scope=\"col\">Attempts</th><th scope=\"col\">Reason</th><th scope=\"col\">Action</th></tr></thead><tbody>",
@@ -304,21 +303,27 @@ pub async fn index(
         }
     };
     let hour_ago = now - 3_600_000;
+    let hour_query = HistoryQuery {
+        since_ms: Some(hour_ago),
+        limit: 20_000,
+        ..HistoryQuery::default()
+    };
     let recent = s
         .store
-        .backend()
-        .history(&HistoryQuery {
-            since_ms: Some(hour_ago),
-            limit: 20_000,
-            ..HistoryQuery::default()
-        })
+        .read(move |b| b.history(&hour_query))
+        .await
         .unwrap_or_default();
     let hour = hour_stats(&recent, hour_ago);
     let query = q.to_store(now).unwrap_or(HistoryQuery {
         limit: 100,
         ..HistoryQuery::default()
     });
-    let records = s.store.backend().history(&query).unwrap_or_default();
+    let records = s
+        .store
+        .read(move |b| b.history(&query))
+        .await
+        .unwrap_or_default();
+    let dead = s.store.read(|b| b.dead_headers()).await.unwrap_or_default();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -329,7 +334,7 @@ pub async fn index(
     sources_section(&s, &mut out, writable);
     destinations_section(&mut out, &stats, &hour);
     log_section(&s, &mut out, &q, &records, writable);
-    dead_section(&s, &mut out, writable);
+    dead_section(&s, &dead, &mut out, writable);
     out.push_str("</main>");
     Html(layout("pollhook status", &out)).into_response()
 }
@@ -344,7 +349,12 @@ pub async fn event(
         return Html(login_page(None)).into_response();
     }
     let writable = can_write(&s, &headers);
-    let deliveries = s.store.backend().event(&id).unwrap_or_default();
+    let key = id.clone();
+    let deliveries = s
+        .store
+        .read(move |b| b.event(&key))
+        .await
+        .unwrap_or_default();
     let mut out = format!(
         "<p><a href=\"/\">← status page</a></p><h1>Event <code>{}</code></h1>",
         esc(&id)
