@@ -169,6 +169,7 @@ pub async fn run(
         jq,
         signals,
         processing: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
+        baselines: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);

@@ -81,6 +81,8 @@ pub struct PollContext {
     pub signals: crate::telemetry::Signals,
     /// Bounds the polls that parse a body and commit at the same time ([`PROCESSING_PERMITS`]).
     pub processing: Arc<tokio::sync::Semaphore>,
+    /// Bounds the baselines (first polls) fetching at the same time ([`PROCESSING_PERMITS`]).
+    pub baselines: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many polls may be between "this body differs" and "its commit is durable" at once. A
@@ -156,11 +158,12 @@ impl Poller {
         let current = self.meta.initialized
             && self.meta.fingerprint.as_deref() == Some(self.settings.as_str());
         // A baseline (first poll, changed settings) will parse and commit whatever comes back:
-        // it waits for its turn before fetching, so thousands of first polls don't hold their
-        // bodies while they queue. Other polls take the permit only when their body differs.
-        let mut permit = match current {
+        // it waits for a baseline slot before fetching, so thousands of first polls don't hold
+        // their bodies while they queue. The slots are the baselines' own: a new source whose
+        // host hangs holds up other first polls at most, never the polls of running sources.
+        let _baseline = match current {
             true => None,
-            false => Some(ctx.processing.acquire().await),
+            false => Some(ctx.baselines.acquire().await),
         };
         let fetched = match self.fetch(ctx, current).await? {
             Step::Done(outcome) => return Ok(outcome),
@@ -172,9 +175,7 @@ impl Poller {
             self.install_pages(fetched.pages);
             return Ok(PollOutcome::Unchanged);
         }
-        if permit.is_none() {
-            permit = Some(ctx.processing.acquire().await);
-        }
+        let permit = ctx.processing.acquire().await;
         let mut ex = self.extract(ctx, current, fetched.body).await?;
         match self.meta.pass_guard {
             Some(pass) => ex.discard = pass == GuardPass::Discard,
