@@ -80,29 +80,23 @@ pub fn diff<E>(
     hash: &dyn Fn(&Item) -> ContentHash,
 ) -> Result<Diff, E> {
     let mut out = Diff::default();
-    let mut present = vec![false; stored.len()];
     for (index, item) in items.iter().enumerate() {
-        let old = stored.get_hashed(key_hash(&item.key));
-        if let Some((slot, _)) = old {
-            present[slot as usize] = true;
-        }
-        let prior = old.map(|(_, p)| p);
+        let prior = stored.get(&item.key);
         if let Some(change) = compare(prior, stored.floor(), item, index, hash, &mut out.silent) {
             out.changes.push(change);
         }
     }
-    for slot in known.iter().filter_map(|raw| stored.slot_of_raw(*raw)) {
-        present[slot as usize] = true;
-    }
     // Every key of the snapshot is distinct; those not created are live in `stored`. When they
-    // number as many as the live stored items, nothing was deleted.
+    // number as many as the live stored items, nothing was deleted, and which slots are present
+    // is never worked out.
     let created = out
         .changes
         .iter()
         .filter(|c| c.kind == ChangeKind::Created)
         .count();
     if stored.live() != known.len() + items.len() - created {
-        let gone = stored.live_absent(&present);
+        let keys = items.iter().map(|i| i.key.as_str());
+        let gone = stored.live_absent(keys, known);
         if !gone.is_empty() {
             out.changes.extend(deletions(&gone, stored_rows()?));
         }

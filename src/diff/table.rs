@@ -160,12 +160,8 @@ impl ItemTable {
 
     /// What is stored for `key`.
     pub fn get(&self, key: &str) -> Option<Prior> {
-        self.get_hashed(key_hash(key)).map(|(_, p)| p)
-    }
-
-    /// What is stored for a key hash, with its slot.
-    pub fn get_hashed(&self, key: KeyHash) -> Option<(u32, Prior)> {
-        self.slot(key).map(|i| (i, self.slots[i as usize].prior()))
+        self.slot(key_hash(key))
+            .map(|i| self.slots[i as usize].prior())
     }
 
     /// The slot whose stored content came from bytes hashing to `raw`.
@@ -250,14 +246,24 @@ impl ItemTable {
         self.slots[i as usize].has_raw = false;
     }
 
-    /// The live items whose slot is not marked in `present` (indexed by slot), with their key
-    /// hashes.
-    pub fn live_absent(&self, present: &[bool]) -> Vec<(KeyHash, Prior)> {
+    /// The live items that are neither one of `keys` nor recognised by their bytes (`known`),
+    /// with their key hashes.
+    pub fn live_absent<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a str>,
+        known: &[RawHash],
+    ) -> Vec<(KeyHash, Prior)> {
+        let mut present = vec![false; self.slots.len()];
+        let by_key = keys.filter_map(|k| self.slot(key_hash(k)));
+        let by_bytes = known.iter().filter_map(|raw| self.slot_of_raw(*raw));
+        for slot in by_key.chain(by_bytes) {
+            present[slot as usize] = true;
+        }
         self.slots
             .iter()
-            .enumerate()
-            .filter(|(i, s)| !s.deleted && !present.get(*i).copied().unwrap_or(false))
-            .map(|(_, s)| (join(s.key), s.prior()))
+            .zip(present)
+            .filter(|(s, present)| !s.deleted && !present)
+            .map(|(s, _)| (join(s.key), s.prior()))
             .collect()
     }
 }
@@ -317,19 +323,17 @@ mod tests {
             None,
             "bytes claimed by another key move to it"
         );
-        assert_eq!(
-            t.slot_of_raw(2),
-            t.get_hashed(key_hash("b")).map(|(i, _)| i)
-        );
+        assert_eq!(t.slot_of_raw(2), t.slot(key_hash("b")));
     }
 
     #[test]
-    fn absent_lists_live_unmarked_slots() {
+    fn absent_lists_live_items_neither_named_nor_known() {
         let mut t = ItemTable::default();
-        for (k, d) in [("a", false), ("b", true), ("c", false)] {
+        for (k, d) in [("a", false), ("b", true), ("c", false), ("d", false)] {
             t.set(k, &state(1, d));
         }
-        let gone = t.live_absent(&[true, false, false]);
+        t.record_raw("d", 9);
+        let gone = t.live_absent(["a"].into_iter(), &[9]);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, key_hash("c"));
     }

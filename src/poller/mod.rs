@@ -129,10 +129,9 @@ impl Poller {
     /// Loads the source's stored state.
     pub fn load(source: Arc<Source>, ctx: &PollContext) -> Result<Poller, StoreError> {
         let snapshot = ctx.store.backend().load_source(&source.name)?;
+        let rows = snapshot.items.iter().map(|(k, s)| (k.as_str(), s));
+        let items = ItemTable::new(rows, snapshot.revision_floor);
         let mut meta = snapshot.meta;
-        let items = snapshot.items.iter().map(|(k, s)| (k.as_str(), s));
-        let items = ItemTable::new(items, snapshot.revision_floor);
-        drop(snapshot.items);
         let gate = Gate::new(ctx.limits.host(&source.request.url), source.rate);
         let settings = settings_fingerprint(&source);
         // A state stored under the legacy fingerprint of these same settings is current: it is
