@@ -23,6 +23,12 @@ pub const DEFAULT_RETRY: [Duration; 7] = [
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Default state file name.
 pub const DEFAULT_STATE: &str = "pollhook.redb";
+/// Default connections per instance to a PostgreSQL store.
+pub const DEFAULT_PG_POOL: u32 = 16;
+/// Default source lease on a PostgreSQL store.
+pub const DEFAULT_PG_LEASE: Duration = Duration::from_secs(15);
+/// Shortest accepted lease (renewal runs at a third of it).
+pub const MIN_PG_LEASE: Duration = Duration::from_secs(1);
 /// Shortest accepted `every`.
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 /// Longest accepted `every` (a year; longer intervals are a typo, and keep schedule math finite).

@@ -12,6 +12,7 @@ mod error;
 mod raw;
 mod schemes;
 mod source;
+mod store;
 mod validate;
 mod validated;
 
@@ -23,8 +24,8 @@ pub use error::{ConfigError, Problem};
 pub use schemes::preset;
 pub use validated::{
     Admin, Alerts, Auth, Config, Destination, Destinations, EmitSet, Encoding, FirstPoll, History,
-    HostLimits, Include, JqProgram, KeyForm, Method, Paginate, Rate, Redirects, Request, Scheme,
-    Secret, Source,
+    HostLimits, Include, JqProgram, KeyForm, Method, Paginate, Postgres, Rate, Redirects, Request,
+    Scheme, Secret, Source,
 };
 
 /// Reads and validates the config file at `path`, expanding variables from the process

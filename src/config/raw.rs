@@ -17,6 +17,10 @@ pub type Str = Spanned<String>;
 pub struct RawConfig {
     /// Path of the redb state file.
     pub state: Option<Str>,
+    /// A shared store (PostgreSQL) instead of `state`, design §8.
+    pub store: Option<Spanned<RawStore>>,
+    /// This instance's name in leases, logs, metrics and `/v1/cluster`.
+    pub instance: Option<Str>,
     /// Admin API.
     pub admin: Option<Spanned<RawAdmin>>,
     /// Dead letters older than this are purged automatically (default: kept until purged).
@@ -38,6 +42,18 @@ pub struct RawConfig {
     /// Polled APIs by name.
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<RawSource>>,
+}
+
+/// `store:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// Connection URL, `postgres://user@host/db`.
+    pub postgres: Option<Str>,
+    /// Connections per instance.
+    pub pool: Option<Spanned<u32>>,
+    /// How long a source's lease lasts without renewal.
+    pub lease: Option<Str>,
 }
 
 /// `hosts.<host>`.

@@ -34,6 +34,8 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
         Some(s) => ck.text("state", s).map(|p| ck.path(&p)),
         None => Some(ck.path(DEFAULT_STATE)),
     };
+    let postgres = super::store::postgres(&raw, ck);
+    let instance = super::store::instance(raw.instance.as_ref(), ck);
     let history = history(raw.history.as_ref(), ck);
     let alerts = alerts(raw.alerts.as_ref(), &raw, ck);
     let defaults = defaults(raw.defaults.unwrap_or_default(), ck);
@@ -54,10 +56,13 @@ pub fn validate(raw: RawConfig, ck: &mut Checker<'_>) -> Option<Config> {
     }
     let state = state?;
     let admin = admin?;
+    let (postgres, instance) = (postgres?, instance?);
     let warnings = ck.warnings.iter().map(ToString::to_string).collect();
     ck.problems.is_empty().then_some(Config {
         warnings,
         state,
+        postgres,
+        instance,
         admin,
         dead_letter_max_age,
         tombstone_ttl: tombstone_ttl?,

@@ -19,8 +19,12 @@ use crate::template::Template;
 pub struct Config {
     /// Settings that are valid but risky (plain-HTTP credentials), for `check` and the log.
     pub warnings: Vec<String>,
-    /// redb state file.
+    /// redb state file (unused when `postgres` is set).
     pub state: PathBuf,
+    /// The shared PostgreSQL store, when `store.postgres` is set (design §8).
+    pub postgres: Option<Postgres>,
+    /// This instance's name (`instance:`, default the host name).
+    pub instance: String,
     /// Admin API.
     pub admin: Admin,
     /// Dead letters older than this are purged automatically.
@@ -38,6 +42,17 @@ pub struct Config {
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Sources by name.
     pub sources: BTreeMap<String, Arc<Source>>,
+}
+
+/// `store:` with `postgres:`: where several instances share state (design §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Postgres {
+    /// Connection URL (may carry a password: never logged).
+    pub url: Secret,
+    /// Connections per instance.
+    pub pool: usize,
+    /// Lease period: a dead instance's sources and claimed deliveries move after this.
+    pub lease: Duration,
 }
 
 /// `history:`: how much of the delivery log is kept.

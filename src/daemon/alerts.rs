@@ -170,6 +170,7 @@ fn commit(alert: &Alert, config: &Alerts) -> PollCommit {
             filtered: Vec::new(),
         }],
         now_ms: now.timestamp_millis(),
+        fence: 0,
     }
 }
 

@@ -10,6 +10,8 @@
 //! closes. A task that dies brings the daemon down with its name, so its supervisor restarts it.
 
 pub mod alerts;
+mod cluster;
+mod housekeeping;
 mod sources;
 pub mod supervise;
 
@@ -34,19 +36,6 @@ use supervise::supervised;
 /// How often expired dead letters, tombstones and removed sources are purged, at most.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
-/// Unix ms `age` before `now_ms` (saturating: a huge age is the beginning of time).
-fn ago(now_ms: i64, age: Duration) -> i64 {
-    now_ms.saturating_sub(age.as_millis().try_into().unwrap_or(i64::MAX))
-}
-
-/// Housekeeping runs hourly, or at a quarter of the shortest retention (at least every second),
-/// so nothing outlives its retention by much.
-fn housekeeping_every(config: &Config) -> Duration {
-    let shortest = config
-        .dead_letter_max_age
-        .map_or(config.tombstone_ttl, |d| d.min(config.tombstone_ttl));
-    (shortest / 4).clamp(Duration::from_secs(1), HOUSEKEEPING_EVERY)
-}
 /// How often the dispatcher's queue is reconciled with the store's outbox.
 const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 /// How often a step of delivery-log pruning runs.
@@ -113,12 +102,17 @@ pub async fn run(
         tracing::warn!(warning = %w, "risky config");
     }
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
-    let store = store::open(&config.state, Some(rows_tx))?;
+    let claims_tx = rows_tx.clone();
+    let store = store::open_config(&config, Some(rows_tx))?;
     store.backend().set_history(config.history.enabled());
     let registry = Arc::new(Registry::default());
     let (signals_tx, signals_rx) = mpsc::unbounded_channel();
     let signals = crate::telemetry::Signals::new(signals_tx);
     let delivery = Delivery::start(&config, &store, &registry, rows_rx, &signals)?;
+    if store.backend().lease().is_some() {
+        let claims = crate::delivery::claimer(store.clone(), claims_tx, delivery.stop.clone());
+        tokio::spawn(claims);
+    }
 
     let controls: Controls = Arc::new(RwLock::new(HashMap::new()));
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -173,15 +167,21 @@ pub async fn run(
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);
-    for source in config.sources.values() {
-        sources.start(source.clone())?;
-    }
+    let mut membership = cluster::Membership::default();
+    let owned = membership
+        .owned(&store, &mut sources, &config.sources)
+        .await?;
+    sources.reconcile(&owned).await?;
     store
         .mark_removed(config.sources.keys().cloned().collect(), now_ms())
         .await?;
     registry.set_ready(true);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(sources = sources.len(), destinations = config.destinations.len(), state = %config.state.display(), "pollhook running");
+    let where_ = match &config.postgres {
+        Some(_) => format!("PostgreSQL (instance {})", config.instance),
+        None => config.state.display().to_string(),
+    };
+    tracing::info!(sources = sources.len(), destinations = config.destinations.len(), state = %where_, "pollhook running");
 
     let Delivery {
         commands: dispatch,
@@ -199,6 +199,7 @@ pub async fn run(
         dispatch,
         dests,
         sources,
+        membership,
         alerts: alerts_tx,
     };
     let died = daemon
@@ -221,6 +222,10 @@ pub async fn run(
     drop(daemon);
     alerts_stop.cancel();
     let _ = alerts_task.await;
+    store.flush().await;
+    if let Err(e) = store.read(|b| b.step_down()).await {
+        tracing::warn!(error = %e, "cannot give up this instance's leases; they expire by themselves");
+    }
     store.close().await;
     tracing::info!("pollhook stopped");
     match died.0 {
@@ -350,6 +355,8 @@ struct Daemon {
     dispatch: mpsc::UnboundedSender<DispatchCmd>,
     dests: Destinations,
     sources: SourceSet,
+    /// Which sources this instance holds (shared stores).
+    membership: cluster::Membership,
     /// The `alerts:` in force, for the alerts task.
     alerts: tokio::sync::watch::Sender<Option<config::Alerts>>,
 }
@@ -372,10 +379,14 @@ impl Daemon {
             .map(|d| d / 2)
             .unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(watchdog);
-        let mut housekeeping = tokio::time::interval(housekeeping_every(&self.config));
+        let mut housekeeping =
+            tokio::time::interval(housekeeping::housekeeping_every(&self.config));
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
         let mut history = tokio::time::interval(HISTORY_PRUNE_EVERY);
+        let every = cluster::Membership::every(&self.store);
+        let mut heartbeat = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -404,6 +415,7 @@ impl Daemon {
                 // grow for ever.
                 _ = upkeep.tick() => crate::telemetry::handle().run_upkeep(),
                 _ = history.tick() => self.prune_history().await,
+                _ = heartbeat.tick(), if every.is_some() => self.rebalance().await,
             }
         }
     }
@@ -434,11 +446,13 @@ impl Daemon {
             [] => vec![e.to_string()],
             list => list.iter().map(|p| p.to_string()).collect(),
         })?;
-        if new.state != self.config.state {
-            return Err(vec![format!(
-                "state: changing the state file ({}) needs a restart",
-                new.state.display()
-            )]);
+        if new.state != self.config.state
+            || new.postgres != self.config.postgres
+            || new.instance != self.config.instance
+        {
+            return Err(vec![
+                "state, store and instance: changing where state is kept needs a restart".into(),
+            ]);
         }
         if new.admin != self.config.admin {
             tracing::warn!("admin settings changed; they take effect at the next restart");
@@ -449,7 +463,8 @@ impl Daemon {
             .keys()
             .filter(|d| !known.contains(d))
             .collect();
-        let rows = if added.is_empty() {
+        // On a shared store the claimer finds them.
+        let rows = if added.is_empty() || self.store.backend().lease().is_some() {
             Vec::new()
         } else {
             let pending = self
@@ -469,9 +484,14 @@ impl Daemon {
         let _ = self
             .dispatch
             .send(DispatchCmd::Destinations { dests, rows });
+        let owned = self
+            .membership
+            .owned(&self.store, &mut self.sources, &new.sources)
+            .await
+            .map_err(|e| vec![e.to_string()])?;
         let changes = self
             .sources
-            .reconcile(&new.sources)
+            .reconcile(&owned)
             .await
             .map_err(|e| vec![e.to_string()])?;
         self.store
@@ -488,85 +508,18 @@ impl Daemon {
         Ok(())
     }
 
-    /// One small step of delivery-log pruning (`history.keep`, `history.max_records`): a
-    /// bounded number of records per transaction, so the writer never stalls on it.
-    async fn prune_history(&self) {
-        let h = self.config.history;
-        if !h.enabled() {
-            return;
-        }
-        let cut = ago(now_ms(), h.keep);
-        if let Err(e) = self
-            .store
-            .prune_history(cut, h.max_records, HISTORY_PRUNE_BUDGET)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot prune the delivery log; will try again");
-        }
-    }
-
-    /// Asks the dispatcher to compare its queue with the store's outbox; stranded rows are
-    /// logged and queued by the dispatcher (and counted in `pollhook_outbox_stranded_total`).
-    fn reconcile(&self) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.dispatch.send(DispatchCmd::Reconcile(tx)).is_ok() {
-            tokio::spawn(async move {
-                if let Ok(n) = rx.await
-                    && n > 0
-                {
-                    tracing::error!(
-                        stranded = n,
-                        "reconcile found committed outbox rows the dispatcher never had; they are queued now (a bug: please report it)"
-                    );
-                }
-            });
-        }
-    }
-
-    /// Prunes tombstones older than `tombstone_ttl`, one source per transaction, and the state
-    /// of sources missing from the config for longer than that.
-    async fn prune(&self) {
-        let now = now_ms();
-        let cut = ago(now, self.config.tombstone_ttl);
-        let mut pruned = 0;
-        for name in self.config.sources.keys() {
-            match self.store.prune_tombstones(name, cut, now).await {
-                Ok(n) => pruned += n,
-                Err(e) => tracing::warn!(source = %name, error = %e, "cannot prune tombstones"),
-            }
-        }
-        if pruned > 0 {
-            tracing::info!(pruned, "expired tombstones pruned");
-            metrics::counter!(crate::telemetry::PRUNED, "what" => "tombstone")
-                .increment(pruned as u64);
-        }
-        match self.store.drop_removed(cut).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(
-                    sources = n,
-                    "state of sources removed from the config pruned"
-                );
-                metrics::counter!(crate::telemetry::PRUNED, "what" => "source").increment(n as u64);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot prune removed sources"),
-        }
-    }
-
-    /// Purges dead letters older than `dead_letter_max_age`.
-    async fn housekeeping(&self) {
-        self.prune().await;
-        let Some(max_age) = self.config.dead_letter_max_age else {
-            return;
+    /// Heartbeat on a shared store: runs the sources this instance holds now.
+    async fn rebalance(&mut self) {
+        let owned = self
+            .membership
+            .owned(&self.store, &mut self.sources, &self.config.sources)
+            .await;
+        let result = match owned {
+            Ok(owned) => self.sources.reconcile(&owned).await.map(|_| ()),
+            Err(e) => Err(e),
         };
-        let cut = ago(now_ms(), max_age);
-        match self.store.purge_dead(Some(cut)).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(purged = n, "expired dead letters purged");
-                let _ = self.dispatch.send(DispatchCmd::DeadChanged);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot purge expired dead letters"),
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "heartbeat failed; will try again");
         }
     }
 }

@@ -40,6 +40,37 @@ pub type RowReceiver = mpsc::UnboundedReceiver<Vec<OutboxRow>>;
 
 /// How often the outbox gauges are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
+/// Rows claimed at once when a dispatcher starts on a shared store.
+const CLAIM_ON_START: usize = 100_000;
+/// Rows claimed at once by the claimer on a shared store.
+const CLAIM_BATCH: usize = 1_000;
+/// How often the claimer looks for rows no live instance holds.
+pub const CLAIM_EVERY: Duration = Duration::from_millis(500);
+
+/// On a shared store (design §8): claims due outbox rows no live instance is delivering
+/// (those of a dead instance, or ones that waited for an earlier revision held elsewhere) and
+/// hands them to the dispatcher, until `stop`.
+pub async fn claimer(store: Store, rows: RowSender, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CLAIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.read(|b| b.claim(CLAIM_BATCH, false)).await {
+            Ok(claimed) if claimed.is_empty() => {}
+            Ok(claimed) => {
+                tracing::debug!(rows = claimed.len(), "outbox rows claimed");
+                if rows.send(claimed).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot claim outbox rows; will try again"),
+        }
+    }
+}
+
 /// How long a row whose store read failed waits before it is tried again.
 const UNREADABLE_RETRY_MS: i64 = 1000;
 
@@ -167,9 +198,14 @@ impl Dispatcher {
         d
     }
 
-    /// Loads every pending row of the store (headers only).
+    /// Loads every pending row of the store (headers only); on a shared store, the rows this
+    /// instance holds and those it can claim now (the claimer feeds it the rest).
     pub fn load_pending(&mut self) -> Result<usize, StoreError> {
-        let rows = self.store.backend().pending_headers()?;
+        let backend = self.store.backend();
+        let rows = match backend.lease() {
+            Some(_) => backend.claim(CLAIM_ON_START, true)?,
+            None => backend.pending_headers()?,
+        };
         let n = rows.len();
         rows.iter().for_each(|r| self.add(r));
         Ok(n)
@@ -338,7 +374,7 @@ impl Dispatcher {
                     self.done_tx.clone(),
                 );
                 self.tasks.spawn(async move {
-                    let result = match store.backend().outbox_row(seq) {
+                    let result = match store.read(move |b| b.outbox_row(seq)).await {
                         Ok(Some(row)) => {
                             let (outcome, record) = attempt(&client, &dest, &signer, &row).await;
                             Ok((row.event_id.clone(), row.source.clone(), outcome, record))

@@ -9,5 +9,6 @@ pub mod send;
 pub mod signing;
 
 pub use dispatcher::{
-    DestStats, DispatchCmd, Dispatcher, RowReceiver, RowSender, SettleMsg, now_ms, settle_loop,
+    DestStats, DispatchCmd, Dispatcher, RowReceiver, RowSender, SettleMsg, claimer, now_ms,
+    settle_loop,
 };

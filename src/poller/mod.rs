@@ -123,6 +123,8 @@ pub struct Poller {
     settings: String,
     /// Per-page validators and items of the last paginated run (memory only).
     pages: paginate::PageCache,
+    /// The store's fencing token for the loaded state (see `SourceSnapshot::fence`).
+    fence: u64,
 }
 
 impl Poller {
@@ -147,6 +149,7 @@ impl Poller {
             gate,
             settings,
             pages: paginate::PageCache::default(),
+            fence: snapshot.fence,
         })
     }
 
@@ -299,6 +302,7 @@ impl Poller {
             process::render(&ctx.jq, &programmed, &ctx.registry, &mut commit).await;
         }
         let (events, meta) = (commit.events.len(), commit.meta.clone());
+        commit.fence = self.fence;
         // The writer hands the committed rows to the dispatcher itself.
         ctx.store.commit_poll(commit).await?;
         for change in &ex.diff.changes {

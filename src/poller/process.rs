@@ -281,6 +281,7 @@ pub fn build_commit(
         items,
         events,
         now_ms: now.timestamp_millis(),
+        fence: 0,
     })
 }
 

@@ -15,6 +15,7 @@
 
 mod codec;
 mod history;
+mod pg;
 mod prune;
 mod redb;
 mod replay;
@@ -23,11 +24,13 @@ mod writer;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::diff::ItemState;
 
+pub use self::pg::PgBackend;
 pub use self::redb::RedbBackend;
 pub use writer::Store;
 
@@ -69,6 +72,12 @@ pub enum StoreError {
     /// The writer thread is gone (daemon shutting down).
     #[error("state writer has stopped")]
     WriterGone,
+    /// A poll commit was rejected: this instance no longer holds the source's lease (it was
+    /// paused or cut off past the lease period and another instance took the source over).
+    #[error(
+        "source {0}: the lease was lost to another instance; this instance's poll is discarded"
+    )]
+    Fenced(String),
 }
 
 /// Per-source metadata stored beside its items.
@@ -116,6 +125,9 @@ pub struct SourceSnapshot {
     /// The highest revision among this source's pruned tombstones (0 when none was pruned):
     /// new items start above it.
     pub revision_floor: u64,
+    /// The store's fencing token for this state (the lease epoch on a shared store, 0
+    /// otherwise): commits made from it carry it back in [`PollCommit::fence`].
+    pub fence: u64,
 }
 
 /// One event produced by a poll, to be queued for each of its destinations.
@@ -184,6 +196,9 @@ pub struct PollCommit {
     pub events: Vec<NewEvent>,
     /// Detection time, unix ms (the rows' creation and first due time).
     pub now_ms: i64,
+    /// The [`SourceSnapshot::fence`] the poller's state was loaded with: a shared store
+    /// rejects the commit when its lease has moved on since (design §8).
+    pub fence: u64,
 }
 
 /// A queued delivery of one event to one destination.
@@ -510,6 +525,25 @@ pub enum WriteResult {
     Settled,
     /// Rows deleted.
     Count(usize),
+    /// A poll commit rejected by the fencing check (shared stores): nothing of it was written.
+    Fenced(String),
+}
+
+/// One instance sharing a store, as `/v1/cluster` lists it (design §8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceInfo {
+    /// Instance name.
+    pub name: String,
+    /// When it started, unix ms.
+    pub started_ms: i64,
+    /// Its last heartbeat, unix ms (database clock).
+    pub heartbeat_ms: i64,
+    /// Whether its heartbeat is within the lease period.
+    pub alive: bool,
+    /// Source leases it holds.
+    pub leases: usize,
+    /// Outbox rows it has claimed.
+    pub claims: usize,
 }
 
 /// The storage engine interface (design §8). Implementations are blocking; [`Store`] calls
@@ -541,6 +575,40 @@ pub trait Backend: Send + Sync + 'static {
     fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError>;
     /// Every delivery of one event, in seq order, with its body when still stored.
     fn event(&self, event_id: &str) -> Result<Vec<EventDelivery>, StoreError>;
+
+    // Sharing (design §8). An engine one process owns alone keeps the defaults: it holds every
+    // source, and its dispatcher already knows every outbox row.
+
+    /// The lease period when several instances share this engine; `None` when one process
+    /// owns it.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+    /// This instance's name in leases and claims.
+    fn instance(&self) -> &str {
+        "local"
+    }
+    /// Records this instance as alive, renews its leases and claims, gives up sources that
+    /// belong to another live instance and takes those that belong to it; returns the sources
+    /// of `sources` it holds now, each with its fencing epoch (a new epoch means the source
+    /// changed hands meanwhile: its state must be reloaded).
+    fn heartbeat(&self, sources: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(sources.iter().map(|s| (s.clone(), 0)).collect())
+    }
+    /// Claims up to `limit` due outbox rows that no live instance is delivering, each the
+    /// lowest pending revision of its item for its destination (headers only); with `mine`,
+    /// also the rows this instance holds already (a restarted dispatcher).
+    fn claim(&self, _limit: usize, _mine: bool) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The instances sharing this engine.
+    fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Gives up this instance's leases and claims (a clean stop), so others take over at once.
+    fn step_down(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Opens the default engine (redb) at `path` and starts its writer, which hands committed
@@ -548,4 +616,19 @@ pub trait Backend: Send + Sync + 'static {
 pub fn open(path: &Path, sink: Option<RowSink>) -> Result<Store, StoreError> {
     let backend = RedbBackend::open(path)?;
     Ok(Store::start(Arc::new(backend), sink))
+}
+
+/// Opens the engine `config` names (PostgreSQL under `store:`, else the redb file) and starts
+/// its writer.
+pub fn open_config(
+    config: &crate::config::Config,
+    sink: Option<RowSink>,
+) -> Result<Store, StoreError> {
+    match &config.postgres {
+        Some(pg) => {
+            let backend = PgBackend::open(pg, &config.instance)?;
+            Ok(Store::start(Arc::new(backend), sink))
+        }
+        None => open(&config.state, sink),
+    }
 }

@@ -489,6 +489,7 @@ impl Backend for RedbBackend {
             meta,
             items,
             revision_floor,
+            fence: 0,
         })
     }
 

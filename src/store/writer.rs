@@ -124,6 +124,7 @@ impl Store {
     pub async fn commit_poll(&self, commit: PollCommit) -> Result<Vec<OutboxRow>, StoreError> {
         match self.write(WriteOp::Poll(commit)).await? {
             WriteResult::Rows(rows) => Ok(rows),
+            WriteResult::Fenced(source) => Err(StoreError::Fenced(source)),
             _ => Ok(Vec::new()),
         }
     }

@@ -24,4 +24,5 @@ mod receivers;
 mod recovery;
 mod reload;
 mod signatures;
+mod stores;
 mod transform;

@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::upstream::{Reply, Upstream};
-use crate::helpers::{Daemon, admin, events, receiver, simple_yaml, wait_until};
-use pollhook::store::{Backend, RedbBackend};
+use crate::helpers::{Daemon, admin, events, open_store, receiver, simple_yaml, wait_until};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -46,7 +45,7 @@ async fn expired_tombstones_are_pruned_above_a_floor() {
     pruned(&d, "tombstone").await;
     let dir = d.stop().await;
     {
-        let backend = RedbBackend::open(&dir.path().join("state.redb")).unwrap();
+        let backend = open_store(dir.path());
         let snap = backend.load_source("things").unwrap();
         assert!(!snap.items.contains_key("2"), "tombstone kept");
         assert_eq!(snap.revision_floor, 2);
@@ -86,7 +85,7 @@ async fn removed_sources_are_pruned_after_the_ttl() {
     assert_eq!(status, 200, "{body}");
     pruned(&d, "source").await;
     let dir = d.stop().await;
-    let backend = RedbBackend::open(&dir.path().join("state.redb")).unwrap();
+    let backend = open_store(dir.path());
     assert!(!backend.load_source("gone").unwrap().meta.initialized);
     assert!(backend.load_source("things").unwrap().meta.initialized);
 }

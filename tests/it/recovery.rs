@@ -55,6 +55,7 @@ fn commit(key: &str) -> PollCommit {
             filtered: Vec::new(),
         }],
         now_ms: 0,
+        fence: 0,
     }
 }
 
@@ -238,7 +239,8 @@ async fn legacy_settings_fingerprint_does_not_rebaseline() {
         let config = crate::helpers::config_in(dir.path(), &yaml);
         let legacy =
             pollhook::poller::process::legacy_settings_fingerprint(&config.sources["things"]);
-        let store = pollhook::store::open(&dir.path().join("state.redb"), None).unwrap();
+        let backend = crate::helpers::open_store(dir.path());
+        let store = pollhook::store::Store::start(std::sync::Arc::from(backend), None);
         let mut meta = store.backend().load_source("things").unwrap().meta;
         assert!(meta.initialized);
         meta.fingerprint = Some(legacy);

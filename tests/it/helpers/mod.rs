@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod script;
 pub mod upstream;
 
@@ -63,6 +64,7 @@ impl Daemon {
 
     /// Starts a daemon with `yaml` in `dir` (keeps state across restarts).
     pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
+        let yaml = &for_store(dir.path(), yaml);
         let path = dir.path().join("bridge.yaml");
         std::fs::write(&path, yaml).expect("write config");
         let config = config_in(dir.path(), yaml);
@@ -88,6 +90,7 @@ impl Daemon {
 
     /// Rewrites its config file (for reload tests).
     pub fn write_config(&self, yaml: &str) {
+        let yaml = for_store(self.dir.path(), yaml);
         std::fs::write(self.dir.path().join("bridge.yaml"), yaml).expect("write config");
     }
 
@@ -105,9 +108,34 @@ impl Daemon {
     }
 }
 
+/// `yaml` for the store this run tests: as written (redb), or with its `state:` replaced by
+/// the dir's PostgreSQL database (`POLLHOOK_TEST_STORE=postgres`).
+pub fn for_store(dir: &Path, yaml: &str) -> String {
+    match pg::enabled() {
+        true => pg::rewrite(yaml, dir, "3s", "test"),
+        false => yaml.to_owned(),
+    }
+}
+
+/// The store a stopped daemon in `dir` used, opened for inspection.
+pub fn open_store(dir: &Path) -> Box<dyn Backend> {
+    if pg::enabled() {
+        let url = pg::database_for(dir);
+        let config = pollhook::config::Postgres {
+            url: pollhook::config::Secret::new(url),
+            pool: 2,
+            lease: Duration::from_secs(3),
+        };
+        return Box::new(
+            pollhook::store::PgBackend::open(&config, "inspect").expect("open PostgreSQL"),
+        );
+    }
+    Box::new(RedbBackend::open(&dir.join("state.redb")).expect("open state"))
+}
+
 /// Pending outbox rows and dead letters of a stopped daemon's state file.
 pub fn stored_rows(dir: &Path) -> (Vec<OutboxRow>, Vec<OutboxRow>) {
-    let backend = RedbBackend::open(&dir.join("state.redb")).expect("open state");
+    let backend = open_store(dir);
     (
         backend.pending().expect("pending"),
         backend.dead().expect("dead"),

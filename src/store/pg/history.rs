@@ -1,0 +1,156 @@
+//! The delivery log on PostgreSQL (design §6a): one row per delivery with its record as JSON,
+//! the columns the log is filtered on, and the body of delivered ones. Every function runs in
+//! the writer's transaction, like the outcome it records.
+
+use tokio_postgres::Transaction;
+
+use super::write::json_err;
+use super::{pg_err, seq_i};
+use crate::store::{
+    Attempt, DeliveryStatus, HistoryRecord, MAX_ATTEMPTS_KEPT, OutboxRow, StoreError,
+};
+
+/// A stored record.
+pub(super) fn record_of(bytes: &[u8]) -> Result<HistoryRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: "history",
+        detail: e.to_string(),
+    })
+}
+
+/// Records a new delivery (pending, or dead from the start).
+pub(super) async fn created(
+    txn: &Transaction<'_>,
+    row: &OutboxRow,
+    resend_of: Option<u64>,
+) -> Result<(), StoreError> {
+    let status = match row.dead_reason {
+        Some(_) => DeliveryStatus::Dead,
+        None => DeliveryStatus::Pending,
+    };
+    record(txn, row, status, row.dead_reason.clone(), resend_of).await
+}
+
+pub(super) async fn record(
+    txn: &Transaction<'_>,
+    row: &OutboxRow,
+    status: DeliveryStatus,
+    reason: Option<String>,
+    resend_of: Option<u64>,
+) -> Result<(), StoreError> {
+    let r = HistoryRecord {
+        seq: row.seq,
+        event_id: row.event_id.clone(),
+        event_type: row.event_type.clone(),
+        destination: row.destination.clone(),
+        source: row.source.clone(),
+        key: row.key.clone(),
+        revision: row.revision,
+        created_ms: row.created_ms,
+        updated_ms: row.created_ms,
+        status,
+        reason,
+        resend_of,
+        attempts: Vec::new(),
+    };
+    txn.execute(
+        "INSERT INTO pollhook_history (seq, event_id, source, destination, status, created_ms, resend_of, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &seq_i(r.seq),
+            &r.event_id,
+            &r.source,
+            &r.destination,
+            &status.as_str(),
+            &r.created_ms,
+            &resend_of.map(seq_i),
+            &serde_json::to_vec(&r).map_err(json_err)?,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Adds an attempt and the new status to a delivery's record; a delivered one keeps its body.
+pub(super) async fn settled(
+    txn: &Transaction<'_>,
+    seq: u64,
+    status: DeliveryStatus,
+    attempt: Option<&Attempt>,
+    reason: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let Some(found) = txn
+        .query_opt(
+            "SELECT record FROM pollhook_history WHERE seq = $1 FOR UPDATE",
+            &[&seq_i(seq)],
+        )
+        .await
+        .map_err(pg_err)?
+    else {
+        return Ok(());
+    };
+    let mut r = record_of(found.get(0))?;
+    if let Some(a) = attempt {
+        r.updated_ms = r.updated_ms.max(a.at_ms + a.duration_ms as i64);
+        r.attempts.push(a.clone());
+        if r.attempts.len() > MAX_ATTEMPTS_KEPT {
+            r.attempts.remove(0);
+        }
+    }
+    r.status = status;
+    r.reason = reason.map(str::to_owned);
+    txn.execute(
+        "UPDATE pollhook_history SET status = $2, record = $3, body = coalesce($4, body) WHERE seq = $1",
+        &[&seq_i(seq), &status.as_str(), &serde_json::to_vec(&r).map_err(json_err)?, &body],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Deletes log records older than `before_ms` or beyond `max_records`, looking at no more than
+/// `budget` of the oldest; pending and dead deliveries keep theirs.
+pub(super) async fn prune_history(
+    txn: &Transaction<'_>,
+    before_ms: i64,
+    max_records: u64,
+    budget: usize,
+) -> Result<usize, StoreError> {
+    let total: i64 = txn
+        .query_one("SELECT count(*) FROM pollhook_history", &[])
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    let mut excess = (total as u64).saturating_sub(max_records);
+    let rows = txn
+        .query(
+            "SELECT seq, created_ms, status FROM pollhook_history ORDER BY seq LIMIT $1",
+            &[&(budget as i64)],
+        )
+        .await
+        .map_err(pg_err)?;
+    let mut doomed: Vec<i64> = Vec::new();
+    for r in &rows {
+        let (seq, created_ms, status): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
+        let old = created_ms < before_ms;
+        if !old && excess == 0 {
+            break;
+        }
+        if status == "pending" || status == "dead" {
+            continue;
+        }
+        excess = excess.saturating_sub(1);
+        doomed.push(seq);
+    }
+    if !doomed.is_empty() {
+        txn.execute(
+            "DELETE FROM pollhook_history WHERE seq = ANY($1)",
+            &[&doomed],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(doomed.len())
+}

@@ -1,0 +1,570 @@
+//! Writes on PostgreSQL: every [`WriteOp`] of a writer batch in one transaction, as on redb,
+//! with the fencing check for poll commits and claims for the rows this instance will send.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio_postgres::Transaction;
+
+use super::history::{created, prune_history, record, settled};
+use super::{PgBackend, Rows, pg_err, seq_i, seq_u};
+use crate::store::codec::{decode_item, deleted_at, encode_item};
+use crate::store::{
+    DeliveryStatus, NewEvent, OutboxRow, PollCommit, Settle, StoreError, WriteOp, WriteResult,
+};
+
+pub(super) fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// An outbox row's header (everything but the body) as stored.
+pub(super) fn header(row: &OutboxRow) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(row).map_err(json_err)
+}
+
+/// Inverse of [`header`], with the body.
+pub(super) fn from_header(bytes: &[u8], body: Option<Vec<u8>>) -> Result<OutboxRow, StoreError> {
+    let mut row: OutboxRow = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: "outbox",
+        detail: e.to_string(),
+    })?;
+    if let Some(body) = body {
+        row.body = Arc::from(body);
+    }
+    Ok(row)
+}
+
+impl PgBackend {
+    /// Applies a writer batch in one transaction; a fenced poll commit writes nothing and
+    /// answers [`WriteResult::Fenced`], the rest of the batch commits.
+    pub(super) async fn apply_ops(&self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg_err)?;
+        let fenced = self.fences(&txn, ops).await?;
+        let mut results = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            results.push(self.apply_op(&txn, op, fenced.contains(&i)).await?);
+        }
+        txn.commit().await.map_err(pg_err)?;
+        Ok(results)
+    }
+
+    /// The poll commits of `ops` whose source lease this instance no longer holds with the
+    /// epoch the poll's state was loaded under. The lease rows are locked (`FOR SHARE`) until
+    /// the commit, so no other instance can take a source between this check and the commit.
+    async fn fences(
+        &self,
+        txn: &Transaction<'_>,
+        ops: &[WriteOp],
+    ) -> Result<HashSet<usize>, StoreError> {
+        let polls: Vec<(usize, &PollCommit)> = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| match op {
+                WriteOp::Poll(c) => Some((i, c)),
+                _ => None,
+            })
+            .collect();
+        if polls.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let names: Vec<&str> = polls.iter().map(|(_, c)| c.source.as_str()).collect();
+        let rows = txn
+            .query(
+                "SELECT source, epoch FROM pollhook_leases
+                 WHERE instance = $1 AND expires > now() AND source = ANY($2)
+                 ORDER BY source FOR SHARE",
+                &[&self.instance, &names],
+            )
+            .await
+            .map_err(pg_err)?;
+        let held: std::collections::HashMap<String, i64> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(polls
+            .into_iter()
+            .filter(|(_, c)| held.get(&c.source).copied() != Some(c.fence as i64))
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    async fn apply_op(
+        &self,
+        txn: &Transaction<'_>,
+        op: &WriteOp,
+        fenced: bool,
+    ) -> Result<WriteResult, StoreError> {
+        Ok(match op {
+            WriteOp::Poll(c) => {
+                if fenced {
+                    tracing::warn!(source = %c.source, instance = %self.instance, "poll commit rejected: the source's lease is held by another instance now");
+                    return Ok(WriteResult::Fenced(c.source.clone()));
+                }
+                self.put_meta(txn, &c.source, &c.meta).await?;
+                self.put_items(txn, c).await?;
+                WriteResult::Rows(self.insert_events(txn, c).await?)
+            }
+            WriteOp::Emit(c) => WriteResult::Rows(self.insert_events(txn, c).await?),
+            WriteOp::Settle(list) => {
+                for s in list {
+                    self.settle(txn, s).await?;
+                }
+                WriteResult::Settled
+            }
+            WriteOp::Meta { source, meta } => {
+                self.put_meta(txn, source, meta).await?;
+                WriteResult::Settled
+            }
+            WriteOp::Revive { seqs, now_ms } => {
+                let wanted: Vec<u64> = match seqs {
+                    Some(list) => list.clone(),
+                    None => txn
+                        .query("SELECT seq FROM pollhook_dead ORDER BY seq", &[])
+                        .await
+                        .map_err(pg_err)?
+                        .iter()
+                        .map(|r| seq_u(r.get(0)))
+                        .collect(),
+                };
+                self.revive(txn, &wanted, *now_ms).await?
+            }
+            WriteOp::PurgeDead { before_ms } => {
+                let n = txn
+                    .execute(
+                        "DELETE FROM pollhook_dead WHERE $1::bigint IS NULL OR dead_ms < $1",
+                        &[before_ms],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                WriteResult::Count(n as usize)
+            }
+            WriteOp::PruneTombstones {
+                source,
+                before_ms,
+                now_ms,
+            } => WriteResult::Count(
+                self.prune_tombstones(txn, source, *before_ms, *now_ms)
+                    .await?,
+            ),
+            WriteOp::MarkRemoved { present, now_ms } => {
+                txn.execute(
+                    "UPDATE pollhook_sources SET removed_ms = NULL
+                     WHERE name = ANY($1) AND removed_ms IS NOT NULL",
+                    &[present],
+                )
+                .await
+                .map_err(pg_err)?;
+                txn.execute(
+                    "UPDATE pollhook_sources SET removed_ms = $2
+                     WHERE NOT (name = ANY($1)) AND removed_ms IS NULL",
+                    &[present, now_ms],
+                )
+                .await
+                .map_err(pg_err)?;
+                WriteResult::Settled
+            }
+            WriteOp::DropRemoved { before_ms } => {
+                txn.execute(
+                    "DELETE FROM pollhook_items WHERE source IN
+                     (SELECT name FROM pollhook_sources WHERE removed_ms < $1)",
+                    &[before_ms],
+                )
+                .await
+                .map_err(pg_err)?;
+                let n = txn
+                    .execute(
+                        "DELETE FROM pollhook_sources WHERE removed_ms < $1",
+                        &[before_ms],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                WriteResult::Count(n as usize)
+            }
+            WriteOp::Resend {
+                event_id,
+                destination,
+                now_ms,
+            } => {
+                let rows = txn
+                    .query(
+                        "SELECT DISTINCT ON (destination) seq FROM pollhook_history
+                         WHERE event_id = $1 AND ($2::text IS NULL OR destination = $2)
+                         ORDER BY destination, seq DESC",
+                        &[event_id, destination],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                let seqs: Vec<u64> = rows.iter().map(|r| seq_u(r.get(0))).collect();
+                self.send_again(txn, &seqs, *now_ms).await?
+            }
+            WriteOp::Replay {
+                source,
+                since_ms,
+                destination,
+                now_ms,
+            } => {
+                let rows = txn
+                    .query(
+                        "SELECT seq FROM pollhook_history
+                         WHERE source = $1 AND created_ms >= $2 AND resend_of IS NULL
+                           AND ($3::text IS NULL OR destination = $3)
+                         ORDER BY seq",
+                        &[source, since_ms, destination],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                let seqs: Vec<u64> = rows.iter().map(|r| seq_u(r.get(0))).collect();
+                self.send_again(txn, &seqs, *now_ms).await?
+            }
+            WriteOp::PruneHistory {
+                before_ms,
+                max_records,
+                budget,
+            } => WriteResult::Count(prune_history(txn, *before_ms, *max_records, *budget).await?),
+        })
+    }
+
+    async fn put_meta(
+        &self,
+        txn: &Transaction<'_>,
+        source: &str,
+        meta: &crate::store::SourceMeta,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(meta).map_err(json_err)?;
+        txn.execute(
+            "INSERT INTO pollhook_sources (name, meta) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET meta = EXCLUDED.meta",
+            &[&source, &bytes],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    /// Upserts a poll's item rows in one statement; an item whose data is unchanged keeps its
+    /// stored data.
+    async fn put_items(&self, txn: &Transaction<'_>, c: &PollCommit) -> Result<(), StoreError> {
+        if c.items.is_empty() {
+            return Ok(());
+        }
+        // One row per key (ON CONFLICT may not touch a row twice): the last write wins.
+        let mut seen = HashSet::new();
+        let (mut keys, mut states, mut data) = (Vec::new(), Vec::new(), Vec::new());
+        for w in c.items.iter().rev() {
+            if seen.insert(w.key.as_str()) {
+                keys.push(w.key.as_str());
+                states.push(encode_item(&w.state, Some(c.now_ms)));
+                data.push(w.data.as_deref());
+            }
+        }
+        txn.execute(
+            "INSERT INTO pollhook_items (source, key, state, data)
+             SELECT $1, k, s, d FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS t(k, s, d)
+             ON CONFLICT (source, key) DO UPDATE
+             SET state = EXCLUDED.state, data = coalesce(EXCLUDED.data, pollhook_items.data)",
+            &[&c.source, &keys, &states, &data],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    /// `n` fresh seqs, in order.
+    pub(super) async fn seqs(txn: &Transaction<'_>, n: usize) -> Result<Vec<u64>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = txn
+            .query(
+                "SELECT nextval('pollhook_seq') FROM generate_series(1, $1::int)",
+                &[&(n as i32)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| seq_u(r.get(0))).collect())
+    }
+
+    /// The outbox rows (and log records) of a commit's events; returns the rows this instance
+    /// claimed (the ones its dispatcher sends).
+    async fn insert_events(
+        &self,
+        txn: &Transaction<'_>,
+        c: &PollCommit,
+    ) -> Result<Rows, StoreError> {
+        let log = self.logging();
+        let n: usize = c
+            .events
+            .iter()
+            .map(|e| e.deliveries.len() + if log { e.filtered.len() } else { 0 })
+            .sum();
+        let mut seqs = Self::seqs(txn, n).await?.into_iter();
+        let mut claimed = Vec::new();
+        for event in &c.events {
+            for delivery in &event.deliveries {
+                let body = delivery.body.clone().unwrap_or_else(|| event.body.clone());
+                let seq = seqs.next().unwrap_or_default();
+                let mut row = new_row(c, event, &delivery.destination, body, seq);
+                row.dead_reason = delivery.dead.clone();
+                row.dead_ms = delivery.dead.as_ref().map(|_| c.now_ms);
+                let mine = match row.dead_reason {
+                    // A delivery whose jq program failed is a dead letter from the start.
+                    Some(_) => {
+                        insert_dead(txn, &row).await?;
+                        true
+                    }
+                    None => self.insert_outbox(txn, &row).await?,
+                };
+                if log {
+                    created(txn, &row, None).await?;
+                }
+                if mine {
+                    claimed.push(row);
+                }
+            }
+            if log {
+                for name in &event.filtered {
+                    let seq = seqs.next().unwrap_or_default();
+                    let row = new_row(c, event, name, Arc::from(&[][..]), seq);
+                    record(txn, &row, DeliveryStatus::Filtered, None, None).await?;
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Inserts a pending row, claimed by this instance unless an earlier row of the same item
+    /// for the same destination is pending and not this instance's (per-item order, invariant
+    /// 4: that row must be delivered first, by whoever holds it). Returns whether it was claimed.
+    pub(super) async fn insert_outbox(
+        &self,
+        txn: &Transaction<'_>,
+        row: &OutboxRow,
+    ) -> Result<bool, StoreError> {
+        let lease_ms = self.lease.as_millis() as i64;
+        let found = txn
+            .query_one(
+                "INSERT INTO pollhook_outbox
+                   (seq, destination, source, key, revision, due_ms, header, body, claimed_by, claim_until)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, c.me,
+                        CASE WHEN c.me IS NULL THEN NULL ELSE now() + $10::bigint * interval '1 millisecond' END
+                 FROM (SELECT CASE WHEN EXISTS (
+                         SELECT 1 FROM pollhook_outbox p
+                         WHERE p.destination = $2 AND p.source = $3 AND p.key = $4
+                           AND (p.claimed_by IS DISTINCT FROM $9 OR p.claim_until < now())
+                       ) THEN NULL ELSE $9::text END AS me) c
+                 RETURNING claimed_by IS NOT NULL",
+                &[
+                    &seq_i(row.seq),
+                    &row.destination,
+                    &row.source,
+                    &row.key,
+                    &seq_i(row.revision),
+                    &row.due_ms,
+                    &header(row)?,
+                    &&row.body[..],
+                    &self.instance,
+                    &lease_ms,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(found.get(0))
+    }
+
+    async fn settle(&self, txn: &Transaction<'_>, s: &Settle) -> Result<(), StoreError> {
+        let log = self.logging();
+        match s {
+            Settle::Delivered { seq, attempt } => {
+                let gone = txn
+                    .query_opt(
+                        "DELETE FROM pollhook_outbox WHERE seq = $1 RETURNING body",
+                        &[&seq_i(*seq)],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                if log && let Some(r) = gone {
+                    let body: Vec<u8> = r.get(0);
+                    settled(
+                        txn,
+                        *seq,
+                        DeliveryStatus::Delivered,
+                        attempt.as_ref(),
+                        None,
+                        Some(&body),
+                    )
+                    .await?;
+                }
+            }
+            Settle::Retry {
+                seq,
+                attempts,
+                due_ms,
+                error,
+                attempt,
+            } => {
+                let Some(r) = txn
+                    .query_opt(
+                        "SELECT header FROM pollhook_outbox WHERE seq = $1 FOR UPDATE",
+                        &[&seq_i(*seq)],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                else {
+                    return Ok(());
+                };
+                let mut row = from_header(r.get(0), None)?;
+                row.attempts = *attempts;
+                row.due_ms = *due_ms;
+                row.last_error = Some(error.clone());
+                txn.execute(
+                    "UPDATE pollhook_outbox SET header = $2, due_ms = $3 WHERE seq = $1",
+                    &[&seq_i(*seq), &header(&row)?, due_ms],
+                )
+                .await
+                .map_err(pg_err)?;
+                if log {
+                    settled(
+                        txn,
+                        *seq,
+                        DeliveryStatus::Pending,
+                        attempt.as_ref(),
+                        None,
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            Settle::Dead {
+                seq,
+                attempts,
+                reason,
+                now_ms,
+                attempt,
+            } => {
+                let Some(r) = txn
+                    .query_opt(
+                        "DELETE FROM pollhook_outbox WHERE seq = $1 RETURNING header, body",
+                        &[&seq_i(*seq)],
+                    )
+                    .await
+                    .map_err(pg_err)?
+                else {
+                    return Ok(());
+                };
+                let mut row = from_header(r.get(0), Some(r.get(1)))?;
+                row.attempts = *attempts;
+                row.dead_reason = Some(reason.clone());
+                row.dead_ms = Some(*now_ms);
+                insert_dead(txn, &row).await?;
+                if log {
+                    settled(
+                        txn,
+                        *seq,
+                        DeliveryStatus::Dead,
+                        attempt.as_ref(),
+                        Some(reason),
+                        None,
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `source`'s tombstones written before `before_ms`, raising its revision floor
+    /// (see `prune.rs`); stamps tombstones of unknown age with `now_ms`.
+    async fn prune_tombstones(
+        &self,
+        txn: &Transaction<'_>,
+        source: &str,
+        before_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let rows = txn
+            .query(
+                "SELECT key, state FROM pollhook_items WHERE source = $1 FOR UPDATE",
+                &[&source],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut doomed = Vec::new();
+        let mut floor = 0u64;
+        for r in &rows {
+            let (key, bytes): (String, Vec<u8>) = (r.get(0), r.get(1));
+            let state = decode_item(&bytes)?;
+            if !state.deleted {
+                continue;
+            }
+            match deleted_at(&bytes) {
+                Some(at) if at < before_ms => {
+                    floor = floor.max(state.revision);
+                    doomed.push(key);
+                }
+                Some(_) => {}
+                None => {
+                    txn.execute(
+                        "UPDATE pollhook_items SET state = $3 WHERE source = $1 AND key = $2",
+                        &[&source, &key, &encode_item(&state, Some(now_ms))],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            txn.execute(
+                "DELETE FROM pollhook_items WHERE source = $1 AND key = ANY($2)",
+                &[&source, &doomed],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        if floor > 0 {
+            txn.execute(
+                "INSERT INTO pollhook_sources (name, floor) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET floor = greatest(pollhook_sources.floor, EXCLUDED.floor)",
+                &[&source, &seq_i(floor)],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        Ok(doomed.len())
+    }
+}
+
+/// A fresh outbox row (due now) of `event` for `destination`.
+fn new_row(
+    c: &PollCommit,
+    event: &NewEvent,
+    destination: &str,
+    body: Arc<[u8]>,
+    seq: u64,
+) -> OutboxRow {
+    OutboxRow {
+        seq,
+        destination: destination.to_owned(),
+        source: c.source.clone(),
+        key: event.key.clone(),
+        revision: event.revision,
+        event_id: event.id.clone(),
+        event_type: event.kind.to_owned(),
+        attempts: 0,
+        due_ms: c.now_ms,
+        created_ms: c.now_ms,
+        last_error: None,
+        dead_reason: None,
+        dead_ms: None,
+        body,
+    }
+}
+
+pub(super) async fn insert_dead(txn: &Transaction<'_>, row: &OutboxRow) -> Result<(), StoreError> {
+    txn.execute(
+        "INSERT INTO pollhook_dead (seq, dead_ms, header, body) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (seq) DO UPDATE SET dead_ms = EXCLUDED.dead_ms, header = EXCLUDED.header, body = EXCLUDED.body",
+        &[&seq_i(row.seq), &row.dead_ms.unwrap_or_default(), &header(row)?, &&row.body[..]],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
