@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => cli::check(args),
         Command::JqWorker => pollhook::jq::worker::serve().map_err(anyhow::Error::from),
+        Command::State { command } => cli::state(command),
         Command::Verify(args) => match cli::verify(args) {
             Ok(false) => return ExitCode::from(1),
             other => other.map(|_| ()),

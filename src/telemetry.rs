@@ -46,12 +46,24 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+static INSTANCE: OnceLock<String> = OnceLock::new();
+
+/// Labels every metric with `instance` (several instances on one store, design §8); takes
+/// effect only when called before the recorder is installed (the first [`handle`]).
+pub fn set_instance(name: &str) {
+    let _ = INSTANCE.set(name.to_owned());
+}
+
 /// The process-wide Prometheus handle, installing the recorder on first use.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(&BUCKETS);
+            let mut builder = PrometheusBuilder::new();
+            if let Some(name) = INSTANCE.get() {
+                builder = builder.add_global_label("instance", name);
+            }
+            let builder = builder.set_buckets(&BUCKETS);
             // Only an invalid (empty) bucket list fails; BUCKETS is not empty.
             let recorder = builder.expect("valid buckets").build_recorder();
             let handle = recorder.handle();

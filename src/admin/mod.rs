@@ -77,6 +77,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/dead/retry", post(routes::retry_all))
         .route("/v1/dead/{id}/retry", post(routes::retry_one))
         .route("/v1/reload", post(routes::reload))
+        .route("/v1/cluster", get(routes::cluster))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::show))
         .route("/v1/events/{id}/resend", post(events::resend))

@@ -169,6 +169,47 @@ fn dead_json(row: &OutboxRow) -> Value {
     })
 }
 
+/// `GET /v1/cluster`: this instance, the store, and the instances sharing it with their leases
+/// and last heartbeat (design §8). On redb, one instance holding everything.
+pub async fn cluster(State(s): State<AdminState>) -> Response {
+    let backend = s.store.backend();
+    let (name, lease) = (backend.instance().to_owned(), backend.lease());
+    let Some(lease) = lease else {
+        let sources = s.registry.sources().len();
+        return Json(json!({
+            "instance": name,
+            "store": "redb",
+            "instances": [{ "name": name, "alive": true, "leases": sources, "claims": 0 }],
+        }))
+        .into_response();
+    };
+    match s.store.read(|b| b.instances()).await {
+        Ok(list) => {
+            let instances: Vec<Value> = list
+                .iter()
+                .map(|i| {
+                    json!({
+                        "name": i.name,
+                        "alive": i.alive,
+                        "leases": i.leases,
+                        "claims": i.claims,
+                        "started_at": chrono::DateTime::from_timestamp_millis(i.started_ms).map(rfc3339),
+                        "heartbeat_at": chrono::DateTime::from_timestamp_millis(i.heartbeat_ms).map(rfc3339),
+                    })
+                })
+                .collect();
+            Json(json!({
+                "instance": name,
+                "store": "postgres",
+                "lease_seconds": lease.as_secs_f64(),
+                "instances": instances,
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// `GET /v1/dead`.
 pub async fn dead(State(s): State<AdminState>) -> Response {
     match s.store.read(|b| b.dead_headers()).await {

@@ -109,9 +109,24 @@ pub enum Command {
         #[command(flatten)]
         ops: OpsArgs,
     },
+    /// Move state between stores: export it as JSON lines, import them into an empty store.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Internal: evaluate jq programs for a running daemon (started by it, speaks on stdio).
     #[command(hide = true)]
     JqWorker,
+}
+
+/// `pollhook state`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StateCommand {
+    /// Write the whole store (sources, items, pending deliveries, dead letters, delivery log)
+    /// to stdout as JSON lines. On redb, stop the daemon first.
+    Export(ConfigArg),
+    /// Load an export from stdin into the config's store, which must be empty.
+    Import(ConfigArg),
 }
 
 /// `pollhook events` filters.
@@ -417,4 +432,56 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     };
     println!("{}", if valid { "valid" } else { "invalid" });
     Ok(valid)
+}
+
+/// `pollhook state export | import`.
+pub fn state(command: StateCommand) -> anyhow::Result<()> {
+    use crate::store::Dump;
+    use std::io::{BufRead, Write};
+    match command {
+        StateCommand::Export(args) => {
+            let config = config::load(&args.path)?;
+            let backend = crate::store::open_backend(&config)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut lines = 0usize;
+            backend.export(&mut |line| {
+                let write = serde_json::to_writer(&mut out, &line)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| out.write_all(b"\n"));
+                lines += 1;
+                write.map_err(|e| crate::store::StoreError::Backend(format!("cannot write: {e}")))
+            })?;
+            out.flush()?;
+            eprintln!("exported {lines} lines");
+        }
+        StateCommand::Import(args) => {
+            let config = config::load(&args.path)?;
+            let mut lines = Vec::new();
+            for (i, text) in std::io::stdin().lock().lines().enumerate() {
+                let text = text?;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let line: Dump = serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("line {}: not a pollhook state line: {e}", i + 1)
+                })?;
+                if i == 0
+                    && !matches!(line, Dump::Header { format, .. } if format == crate::store::dump_format())
+                {
+                    bail!(
+                        "line 1: not a pollhook state export of format {} (run pollhook state export)",
+                        crate::store::dump_format()
+                    );
+                }
+                lines.push(line);
+            }
+            if lines.is_empty() {
+                bail!("nothing on stdin: pipe in the output of pollhook state export");
+            }
+            let backend = crate::store::open_backend(&config)?;
+            let n = backend.import(&lines)?;
+            eprintln!("imported {n} lines");
+        }
+    }
+    Ok(())
 }

@@ -51,12 +51,42 @@ pub async fn status(ops: OpsArgs) -> anyhow::Result<()> {
     let sources = c.call(Method::GET, "/v1/sources").await?;
     let outbox = c.call(Method::GET, "/v1/outbox").await?;
     let ready = c.call(Method::GET, "/readyz").await.unwrap_or(Value::Null);
+    let cluster = c
+        .call(Method::GET, "/v1/cluster")
+        .await
+        .unwrap_or(Value::Null);
     if ops.json {
         println!(
             "{}",
-            serde_json::json!({ "sources": sources["sources"], "outbox": outbox, "reload_errors": ready["reload_errors"] })
+            serde_json::json!({ "sources": sources["sources"], "outbox": outbox, "reload_errors": ready["reload_errors"], "cluster": cluster })
         );
         return Ok(());
+    }
+    if cluster["store"] == "postgres" {
+        let rows: Vec<Vec<String>> = cluster["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                let me = if i["name"] == cluster["instance"] {
+                    " (this one)"
+                } else {
+                    ""
+                };
+                vec![
+                    format!("{}{me}", text(&i["name"])),
+                    if i["alive"] == true { "alive" } else { "gone" }.to_owned(),
+                    text(&i["leases"]),
+                    text(&i["claims"]),
+                    text(&i["heartbeat_at"]),
+                ]
+            })
+            .collect();
+        table(
+            &["INSTANCE", "STATE", "LEASES", "CLAIMS", "HEARTBEAT"],
+            &rows,
+        );
+        println!();
     }
     let rows: Vec<Vec<String>> = sources["sources"]
         .as_array()

@@ -20,9 +20,27 @@ use crate::store::{Store, StoreError};
 pub struct Membership {
     /// Lease epochs of the sources held, as of the last heartbeat.
     epochs: HashMap<String, u64>,
+    /// Sources that belong here but another instance still holds, at the last heartbeat.
+    pub waiting: usize,
 }
 
+/// How soon the heartbeat runs again while sources are on their way here.
+pub const HANDOVER_BEAT: Duration = Duration::from_millis(200);
+
 impl Membership {
+    /// A clean stop on a shared store: the running sources' next due polls, taken before their
+    /// tasks stop, so the instances that take them over poll on the same schedule.
+    pub fn handover(running: &SourceSet) -> Vec<(String, Option<i64>)> {
+        running
+            .names()
+            .into_iter()
+            .map(|n| {
+                let due = running.next_poll_ms(&n);
+                (n, due)
+            })
+            .collect()
+    }
+
     /// How often the heartbeat runs on a shared store (`None`: never; everything is local).
     pub fn every(store: &Store) -> Option<Duration> {
         store.backend().lease().map(|l| l / 3)
@@ -41,11 +59,26 @@ impl Membership {
             return Ok(sources.clone());
         }
         let names: Vec<String> = sources.keys().cloned().collect();
-        let held: HashMap<String, u64> = store
-            .read(move |b| b.heartbeat(&names))
-            .await?
-            .into_iter()
+        let beat = store.read(move |b| b.heartbeat(&names)).await?;
+        self.waiting = beat.waiting;
+        let held: HashMap<String, u64> = beat.held.into_iter().collect();
+        // Sources that moved to another instance: stop their tasks first, then hand them over
+        // with the time each was due to poll next.
+        let leaving: Vec<String> = self
+            .epochs
+            .keys()
+            .filter(|n| !held.contains_key(*n))
+            .cloned()
             .collect();
+        let mut handover = Vec::with_capacity(leaving.len());
+        for name in leaving {
+            let due = running.next_poll_ms(&name);
+            running.stop(&name).await;
+            handover.push((name, due));
+        }
+        if !handover.is_empty() {
+            store.read(move |b| b.release(&handover)).await?;
+        }
         for (name, epoch) in &held {
             if self.epochs.get(name).is_some_and(|old| old != epoch) {
                 tracing::info!(source = %name, epoch, "source changed hands meanwhile; reloading its state");

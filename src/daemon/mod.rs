@@ -97,6 +97,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     // Install the metrics recorder before anything records.
+    if config.postgres.is_some() {
+        crate::telemetry::set_instance(&config.instance);
+    }
     let _ = crate::telemetry::handle();
     for w in &config.warnings {
         tracing::warn!(warning = %w, "risky config");
@@ -209,6 +212,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     registry.set_ready(false);
     shutdown.cancel();
+    let handover = cluster::Membership::handover(&daemon.sources);
     daemon.sources.stop_all().await;
     dispatch_stop.cancel();
     if let Some(task) = died.1 {
@@ -223,7 +227,8 @@ pub async fn run(
     alerts_stop.cancel();
     let _ = alerts_task.await;
     store.flush().await;
-    if let Err(e) = store.read(|b| b.step_down()).await {
+    let released = store.read(move |b| b.release(&handover).and_then(|()| b.step_down()));
+    if let Err(e) = released.await {
         tracing::warn!(error = %e, "cannot give up this instance's leases; they expire by themselves");
     }
     store.close().await;
@@ -415,7 +420,12 @@ impl Daemon {
                 // grow for ever.
                 _ = upkeep.tick() => crate::telemetry::handle().run_upkeep(),
                 _ = history.tick() => self.prune_history().await,
-                _ = heartbeat.tick(), if every.is_some() => self.rebalance().await,
+                _ = heartbeat.tick(), if every.is_some() => {
+                    self.rebalance().await;
+                    if self.membership.waiting > 0 {
+                        heartbeat.reset_after(cluster::HANDOVER_BEAT);
+                    }
+                }
             }
         }
     }

@@ -172,6 +172,19 @@ impl SourceSet {
         }
     }
 
+    /// Names of the running sources.
+    pub fn names(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// When a running source's next scheduled poll is due, unix ms.
+    pub fn next_poll_ms(&self, name: &str) -> Option<i64> {
+        let next = self.ctx.registry.source(name)?.next_poll?;
+        chrono::DateTime::parse_from_rfc3339(&next)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
     /// Number of running sources.
     pub fn len(&self) -> usize {
         self.running.len()

@@ -125,6 +125,8 @@ pub struct Poller {
     pages: paginate::PageCache,
     /// The store's fencing token for the loaded state (see `SourceSnapshot::fence`).
     fence: u64,
+    /// When the source's previous holder meant to poll next (see `SourceSnapshot::resume_ms`).
+    pub(crate) resume_ms: Option<i64>,
 }
 
 impl Poller {
@@ -150,6 +152,7 @@ impl Poller {
             settings,
             pages: paginate::PageCache::default(),
             fence: snapshot.fence,
+            resume_ms: snapshot.resume_ms,
         })
     }
 

@@ -39,7 +39,15 @@ impl Poller {
     ) {
         let name = self.source.name.clone();
         let schedule = self.source.schedule.clone();
-        let mut base = schedule.first(&name, Utc::now());
+        // A source handed over by another instance polls when that instance would have.
+        let mut base = match self
+            .resume_ms
+            .take()
+            .and_then(DateTime::from_timestamp_millis)
+        {
+            Some(due) => due.max(Utc::now()),
+            None => schedule.first(&name, Utc::now()),
+        };
         let mut failures = 0u32;
         let live = self.live_items();
         let paused = self.paused().map(str::to_owned);

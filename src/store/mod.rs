@@ -14,6 +14,7 @@
 //!   read transactions, writes on the writer thread.
 
 mod codec;
+mod dump;
 mod history;
 mod pg;
 mod prune;
@@ -30,6 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::ItemState;
 
+pub use self::dump::Dump;
+
+/// The version of the `pollhook state export` format.
+pub fn dump_format() -> u32 {
+    dump::FORMAT
+}
 pub use self::pg::PgBackend;
 pub use self::redb::RedbBackend;
 pub use writer::Store;
@@ -128,6 +135,9 @@ pub struct SourceSnapshot {
     /// The store's fencing token for this state (the lease epoch on a shared store, 0
     /// otherwise): commits made from it carry it back in [`PollCommit::fence`].
     pub fence: u64,
+    /// When the source's previous holder would have polled it next, unix ms (a shared store's
+    /// clean handover): the first poll here waits until then.
+    pub resume_ms: Option<i64>,
 }
 
 /// One event produced by a poll, to be queued for each of its destinations.
@@ -529,6 +539,16 @@ pub enum WriteResult {
     Fenced(String),
 }
 
+/// What a heartbeat found (design §8).
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    /// The sources to run here, with their lease epochs.
+    pub held: Vec<(String, u64)>,
+    /// Sources that belong here but are still held by another live instance (it hands them
+    /// over at its next heartbeat): the caller should beat again soon.
+    pub waiting: usize,
+}
+
 /// One instance sharing a store, as `/v1/cluster` lists it (design §8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceInfo {
@@ -575,6 +595,13 @@ pub trait Backend: Send + Sync + 'static {
     fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError>;
     /// Every delivery of one event, in seq order, with its body when still stored.
     fn event(&self, event_id: &str) -> Result<Vec<EventDelivery>, StoreError>;
+    /// Writes the whole store to `sink`, one [`Dump`] line at a time (`pollhook state export`).
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(Dump) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Loads a dump into this empty store in one transaction (`pollhook state import`).
+    fn import(&self, lines: &[Dump]) -> Result<usize, StoreError>;
 
     // Sharing (design §8). An engine one process owns alone keeps the defaults: it holds every
     // source, and its dispatcher already knows every outbox row.
@@ -590,10 +617,21 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Records this instance as alive, renews its leases and claims, gives up sources that
     /// belong to another live instance and takes those that belong to it; returns the sources
-    /// of `sources` it holds now, each with its fencing epoch (a new epoch means the source
-    /// changed hands meanwhile: its state must be reloaded).
-    fn heartbeat(&self, sources: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(sources.iter().map(|s| (s.clone(), 0)).collect())
+    /// of `sources` it should run now, each with its fencing epoch (a new epoch means the
+    /// source changed hands meanwhile: its state must be reloaded). Sources it holds that now
+    /// belong to another instance are left out but still held: the caller stops their tasks,
+    /// then hands them over with [`Backend::release`].
+    fn heartbeat(&self, sources: &[String]) -> Result<Heartbeat, StoreError> {
+        Ok(Heartbeat {
+            held: sources.iter().map(|s| (s.clone(), 0)).collect(),
+            waiting: 0,
+        })
+    }
+    /// Gives up leases whose tasks have stopped, recording when each source's next poll was
+    /// due (unix ms), so that the next holder polls then: a handover neither doubles nor skips
+    /// a poll.
+    fn release(&self, _handover: &[(String, Option<i64>)]) -> Result<(), StoreError> {
+        Ok(())
     }
     /// Claims up to `limit` due outbox rows that no live instance is delivering, each the
     /// lowest pending revision of its item for its destination (headers only); with `mine`,
@@ -624,11 +662,13 @@ pub fn open_config(
     config: &crate::config::Config,
     sink: Option<RowSink>,
 ) -> Result<Store, StoreError> {
-    match &config.postgres {
-        Some(pg) => {
-            let backend = PgBackend::open(pg, &config.instance)?;
-            Ok(Store::start(Arc::new(backend), sink))
-        }
-        None => open(&config.state, sink),
-    }
+    Ok(Store::start(open_backend(config)?, sink))
+}
+
+/// Opens the engine `config` names, without a writer (offline tools: `pollhook state`).
+pub fn open_backend(config: &crate::config::Config) -> Result<Arc<dyn Backend>, StoreError> {
+    Ok(match &config.postgres {
+        Some(pg) => Arc::new(PgBackend::open(pg, &config.instance)?),
+        None => Arc::new(RedbBackend::open(&config.state)?),
+    })
 }

@@ -41,6 +41,16 @@ pub const CACHE_BYTES: usize = 16 << 20;
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_SEQ: &str = "next_seq";
 
+/// The `meta` table (schema version, next seq), for the dump.
+pub(super) fn meta_table() -> TableDefinition<'static, &'static str, u64> {
+    META
+}
+
+/// The `meta` key of the next outbox seq.
+pub(super) fn next_seq_key() -> &'static str {
+    KEY_NEXT_SEQ
+}
+
 pub(super) fn be<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Backend(e.into().to_string())
 }
@@ -102,6 +112,10 @@ impl RedbBackend {
             db,
             history: AtomicBool::new(true),
         })
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
     }
 
     pub(super) fn logging(&self) -> bool {
@@ -490,6 +504,7 @@ impl Backend for RedbBackend {
             items,
             revision_floor,
             fence: 0,
+            resume_ms: None,
         })
     }
 
@@ -541,6 +556,17 @@ impl Backend for RedbBackend {
     fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
         history::query(&txn.open_table(HISTORY).map_err(be)?, query)
+    }
+
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(super::Dump) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.export_all(sink)
+    }
+
+    fn import(&self, lines: &[super::Dump]) -> Result<usize, StoreError> {
+        self.import_all(lines)
     }
 
     fn event(&self, event_id: &str) -> Result<Vec<EventDelivery>, StoreError> {

@@ -17,7 +17,7 @@
 
 use super::write::from_header;
 use super::{PgBackend, Rows, pg_err};
-use crate::store::{InstanceInfo, StoreError};
+use crate::store::{Heartbeat, InstanceInfo, StoreError};
 
 /// Instances whose heartbeat is older than this are forgotten.
 const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
@@ -44,7 +44,7 @@ impl PgBackend {
     }
 
     /// One heartbeat (see the module notes); returns the sources held now.
-    pub(super) async fn beat(&self, sources: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+    pub(super) async fn beat(&self, sources: &[String]) -> Result<Heartbeat, StoreError> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(pg_err)?;
         let lease = self.lease_ms();
@@ -77,15 +77,17 @@ impl PgBackend {
             .filter(|s| owner(s, &live) == Some(self.instance.as_str()))
             .map(String::as_str)
             .collect();
-        // Give up what belongs to someone else now (or is no longer configured).
+        // Renew everything held, including sources about to be handed over (their tasks stop
+        // first, then `release` gives them up).
         txn.execute(
-            "UPDATE pollhook_leases SET expires = now() - interval '1 millisecond'
-             WHERE instance = $1 AND expires > now() AND NOT (source = ANY($2))",
-            &[&self.instance, &mine],
+            "UPDATE pollhook_leases SET expires = now() + $2::bigint * interval '1 millisecond'
+             WHERE instance = $1 AND expires > now()",
+            &[&self.instance, &lease],
         )
         .await
         .map_err(pg_err)?;
-        // Renew what is held, take what is free; a take-over raises the epoch.
+        // Take what is free; a take-over raises the epoch. `next_due_ms` is left as the
+        // previous holder wrote it, so RETURNING shows when it meant to poll next.
         let rows = txn
             .query(
                 "INSERT INTO pollhook_leases (source, instance, epoch, expires)
@@ -97,7 +99,7 @@ impl PgBackend {
                                 THEN pollhook_leases.epoch ELSE pollhook_leases.epoch + 1 END,
                    expires = EXCLUDED.expires
                  WHERE pollhook_leases.instance = EXCLUDED.instance OR pollhook_leases.expires <= now()
-                 RETURNING source, epoch",
+                 RETURNING source, epoch, next_due_ms",
                 &[&self.instance, &mine, &lease],
             )
             .await
@@ -110,13 +112,63 @@ impl PgBackend {
         .await
         .map_err(pg_err)?;
         txn.commit().await.map_err(pg_err)?;
-        let held: std::collections::HashMap<String, i64> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let names = held.iter().map(|(s, e)| (s.clone(), *e as u64)).collect();
-        if let Ok(mut h) = self.held.lock() {
-            *h = held;
+        let waiting = mine.len().saturating_sub(rows.len());
+        let mut held = self
+            .held
+            .lock()
+            .map_err(|_| StoreError::Backend("lease table lock poisoned".into()))?;
+        let mut now_held = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let (source, epoch, due): (String, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+            let entry = match held.get(&source) {
+                // Renewed: the task keeps its schedule.
+                Some((old, resume)) if *old == epoch => (epoch, *resume),
+                // Taken over: the first poll waits for the previous holder's next one.
+                _ => (epoch, due),
+            };
+            now_held.insert(source, entry);
         }
-        Ok(names)
+        // Leases about to be handed over stay known (their commits are still fenced right).
+        for (source, entry) in held.iter() {
+            if !now_held.contains_key(source) && !mine.contains(&source.as_str()) {
+                now_held.insert(source.clone(), *entry);
+            }
+        }
+        *held = now_held;
+        let run = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect();
+        Ok(Heartbeat { held: run, waiting })
+    }
+
+    /// Gives up leases (their tasks have stopped), recording each source's next due poll.
+    pub(super) async fn release_some(
+        &self,
+        handover: &[(String, Option<i64>)],
+    ) -> Result<(), StoreError> {
+        if handover.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = handover.iter().map(|(s, _)| s.as_str()).collect();
+        let due: Vec<Option<i64>> = handover.iter().map(|(_, d)| *d).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE pollhook_leases l SET expires = now() - interval '1 millisecond', next_due_ms = h.due
+                 FROM unnest($2::text[], $3::bigint[]) AS h(source, due)
+                 WHERE l.source = h.source AND l.instance = $1",
+                &[&self.instance, &names, &due],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Ok(mut held) = self.held.lock() {
+            for name in &names {
+                held.remove(*name);
+            }
+        }
+        tracing::info!(sources = names.len(), "source leases handed over");
+        Ok(())
     }
 
     /// Claims up to `limit` due rows no live instance holds, each the lowest pending revision

@@ -13,6 +13,7 @@
 //! - All lease and claim times are the database's clock (`now()`), never an instance's.
 
 mod cluster;
+mod dump;
 mod history;
 mod read;
 mod replay;
@@ -28,8 +29,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{
-    Backend, EventDelivery, HistoryQuery, HistoryRecord, InstanceInfo, OutboxRow, SourceSnapshot,
-    StoreError, WriteOp, WriteResult,
+    Backend, EventDelivery, Heartbeat, HistoryQuery, HistoryRecord, InstanceInfo, OutboxRow,
+    SourceSnapshot, StoreError, WriteOp, WriteResult,
 };
 use crate::config::Postgres;
 
@@ -51,8 +52,9 @@ pub struct PgBackend {
     instance: String,
     /// Lease period.
     lease: Duration,
-    /// Leases held: source → fencing epoch (set by the heartbeat).
-    held: Mutex<HashMap<String, i64>>,
+    /// Leases held: source → (fencing epoch, when the previous holder's next poll was due if
+    /// it handed the source over cleanly), set by the heartbeat.
+    held: Mutex<HashMap<String, (i64, Option<i64>)>>,
     /// Whether the delivery log is kept.
     history: AtomicBool,
     /// When this instance started, unix ms.
@@ -141,9 +143,12 @@ impl PgBackend {
         self.pool.get().await.map_err(pool_err)
     }
 
-    /// The fencing epoch this instance holds for `source`, if any.
-    fn epoch(&self, source: &str) -> Option<i64> {
-        self.held.lock().ok()?.get(source).copied()
+    /// The fencing epoch this instance holds for `source`, and the handover time (taken: a
+    /// later load of the same lease, a restarted task, polls on its own schedule).
+    fn epoch(&self, source: &str) -> Option<(i64, Option<i64>)> {
+        let mut held = self.held.lock().ok()?;
+        let entry = held.get_mut(source)?;
+        Some((entry.0, entry.1.take()))
     }
 }
 
@@ -215,6 +220,23 @@ impl Backend for PgBackend {
         self.run(self.read_event(event_id))
     }
 
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(crate::store::Dump) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // The sink runs on this thread: lines are gathered on the database runtime first.
+        let mut lines = Vec::new();
+        self.run(self.export_all(&mut |line| {
+            lines.push(line);
+            Ok(())
+        }))?;
+        lines.into_iter().try_for_each(sink)
+    }
+
+    fn import(&self, lines: &[crate::store::Dump]) -> Result<usize, StoreError> {
+        self.run(self.import_all(lines))
+    }
+
     fn lease(&self) -> Option<Duration> {
         Some(self.lease)
     }
@@ -223,8 +245,12 @@ impl Backend for PgBackend {
         &self.instance
     }
 
-    fn heartbeat(&self, sources: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+    fn heartbeat(&self, sources: &[String]) -> Result<Heartbeat, StoreError> {
         self.run(self.beat(sources))
+    }
+
+    fn release(&self, handover: &[(String, Option<i64>)]) -> Result<(), StoreError> {
+        self.run(self.release_some(handover))
     }
 
     fn claim(&self, limit: usize, mine: bool) -> Result<Vec<OutboxRow>, StoreError> {

@@ -21,6 +21,7 @@ fn record_of(bytes: &[u8]) -> Result<HistoryRecord, StoreError> {
 
 impl PgBackend {
     pub(super) async fn read_source(&self, source: &str) -> Result<SourceSnapshot, StoreError> {
+        let lease = self.epoch(source);
         let client = self.client().await?;
         let found = client
             .query_opt(
@@ -60,7 +61,8 @@ impl PgBackend {
             meta,
             items,
             revision_floor: floor,
-            fence: self.epoch(source).map_or(0, |e| e as u64),
+            fence: lease.map_or(0, |(e, _)| e as u64),
+            resume_ms: lease.and_then(|(_, r)| r),
         })
     }
 

@@ -74,7 +74,8 @@ const MIGRATIONS: &[&str] = &[
         source text PRIMARY KEY,
         instance text NOT NULL,
         epoch bigint NOT NULL,
-        expires timestamptz NOT NULL
+        expires timestamptz NOT NULL,
+        next_due_ms bigint
     );
     ",
 ];
