@@ -5,6 +5,7 @@ mod helpers;
 mod admin;
 mod browser;
 mod cli;
+mod cluster;
 mod conditional;
 mod config_errors;
 mod delivery;

@@ -17,10 +17,14 @@ fn with_ttl(yaml: &str) -> String {
 
 async fn pruned(d: &Daemon, what: &str) {
     let url = format!("{}/metrics", d.admin);
-    let needle = format!("pollhook_pruned_total{{what=\"{what}\"}}");
+    // On a shared store every metric also carries `instance`.
+    let label = format!("what=\"{what}\"");
     wait_until(T, &format!("{what} pruned"), || async {
         let (_, text) = admin("GET", &url, None).await;
-        text.as_str().is_some_and(|t| t.contains(&needle))
+        text.as_str().is_some_and(|t| {
+            t.lines()
+                .any(|l| l.starts_with("pollhook_pruned_total{") && l.contains(&label))
+        })
     })
     .await;
 }

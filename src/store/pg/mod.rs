@@ -77,6 +77,17 @@ impl PgBackend {
             pg.password(password);
         }
         pg.application_name(format!("pollhook {instance}"));
+        // An instance frozen inside a transaction (SIGSTOP, a VM pause) must not hold the
+        // others up for longer than a fraction of the lease: the server ends its transaction
+        // (its commit is then lost, as fencing wants), and nobody waits on a lock for long.
+        let lease_ms = config.lease.as_millis();
+        let mut options = pg.get_options().unwrap_or("").to_owned();
+        options.push_str(&format!(
+            " -c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+            (lease_ms / 2).max(500),
+            (lease_ms / 3).max(300)
+        ));
+        pg.options(options.trim());
         pg.connect_timeout(Duration::from_secs(10));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
