@@ -457,6 +457,7 @@ fn repository_examples_are_valid() {
     let mut files = vec![
         root.join("bridge.yaml"),
         root.join("examples/receivers/bridge.yaml"),
+        root.join("deploy/postgres/bridge.yaml"),
     ];
     for entry in std::fs::read_dir(root.join("examples")).expect("examples/") {
         let path = entry.unwrap().path();

@@ -18,6 +18,9 @@ pub(super) fn record_of(bytes: &[u8]) -> Result<HistoryRecord, StoreError> {
     })
 }
 
+/// A new log record: the delivery's row, its status, why it is dead, what it re-sends.
+pub(super) type Created<'a> = (&'a OutboxRow, DeliveryStatus, Option<String>, Option<u64>);
+
 /// Records a new delivery (pending, or dead from the start).
 pub(super) async fn created(
     txn: &Transaction<'_>,
@@ -28,44 +31,57 @@ pub(super) async fn created(
         Some(_) => DeliveryStatus::Dead,
         None => DeliveryStatus::Pending,
     };
-    record(txn, row, status, row.dead_reason.clone(), resend_of).await
+    record_many(txn, &[(row, status, row.dead_reason.clone(), resend_of)]).await
 }
 
-pub(super) async fn record(
+/// Records new deliveries in one statement.
+pub(super) async fn record_many(
     txn: &Transaction<'_>,
-    row: &OutboxRow,
-    status: DeliveryStatus,
-    reason: Option<String>,
-    resend_of: Option<u64>,
+    list: &[Created<'_>],
 ) -> Result<(), StoreError> {
-    let r = HistoryRecord {
-        seq: row.seq,
-        event_id: row.event_id.clone(),
-        event_type: row.event_type.clone(),
-        destination: row.destination.clone(),
-        source: row.source.clone(),
-        key: row.key.clone(),
-        revision: row.revision,
-        created_ms: row.created_ms,
-        updated_ms: row.created_ms,
-        status,
-        reason,
-        resend_of,
-        attempts: Vec::new(),
-    };
+    if list.is_empty() {
+        return Ok(());
+    }
+    let mut cols = (
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+    );
+    for (row, status, reason, resend_of) in list {
+        let r = HistoryRecord {
+            seq: row.seq,
+            event_id: row.event_id.clone(),
+            event_type: row.event_type.clone(),
+            destination: row.destination.clone(),
+            source: row.source.clone(),
+            key: row.key.clone(),
+            revision: row.revision,
+            created_ms: row.created_ms,
+            updated_ms: row.created_ms,
+            status: *status,
+            reason: reason.clone(),
+            resend_of: *resend_of,
+            attempts: Vec::new(),
+        };
+        cols.0.push(seq_i(r.seq));
+        cols.1.push(row.event_id.as_str());
+        cols.2.push(row.source.as_str());
+        cols.3.push(row.destination.as_str());
+        cols.4.push(status.as_str());
+        cols.5.push(row.created_ms);
+        cols.6.push(resend_of.map(seq_i));
+        cols.7.push(serde_json::to_vec(&r).map_err(json_err)?);
+    }
     txn.execute(
         "INSERT INTO pollhook_history (seq, event_id, source, destination, status, created_ms, resend_of, record)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &seq_i(r.seq),
-            &r.event_id,
-            &r.source,
-            &r.destination,
-            &status.as_str(),
-            &r.created_ms,
-            &resend_of.map(seq_i),
-            &serde_json::to_vec(&r).map_err(json_err)?,
-        ],
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::bigint[], $7::bigint[], $8::bytea[])",
+        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7],
     )
     .await
     .map_err(pg_err)?;
@@ -104,6 +120,68 @@ pub(super) async fn settled(
     txn.execute(
         "UPDATE pollhook_history SET status = $2, record = $3, body = coalesce($4, body) WHERE seq = $1",
         &[&seq_i(seq), &status.as_str(), &serde_json::to_vec(&r).map_err(json_err)?, &body],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+/// An outcome for the log: seq, new status, the attempt, why dead, the delivered body.
+pub(super) type Settled = (
+    u64,
+    DeliveryStatus,
+    Option<Attempt>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+/// [`settled`] for many deliveries (distinct seqs) in two statements.
+pub(super) async fn settled_many(
+    txn: &Transaction<'_>,
+    list: Vec<Settled>,
+) -> Result<(), StoreError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = list.iter().map(|s| seq_i(s.0)).collect();
+    let found = txn
+        .query(
+            "SELECT seq, record FROM pollhook_history WHERE seq = ANY($1) FOR UPDATE",
+            &[&seqs],
+        )
+        .await
+        .map_err(pg_err)?;
+    let mut records: std::collections::HashMap<i64, HistoryRecord> =
+        std::collections::HashMap::new();
+    for r in &found {
+        records.insert(r.get(0), record_of(r.get(1))?);
+    }
+    let (mut ids, mut statuses, mut bytes, mut bodies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (seq, status, attempt, reason, body) in list {
+        // A record pruned meanwhile (or written before the log existed) is left alone.
+        let Some(mut r) = records.remove(&seq_i(seq)) else {
+            continue;
+        };
+        if let Some(a) = attempt {
+            r.updated_ms = r.updated_ms.max(a.at_ms + a.duration_ms as i64);
+            r.attempts.push(a);
+            if r.attempts.len() > MAX_ATTEMPTS_KEPT {
+                r.attempts.remove(0);
+            }
+        }
+        r.status = status;
+        r.reason = reason;
+        ids.push(seq_i(seq));
+        statuses.push(status.as_str());
+        bytes.push(serde_json::to_vec(&r).map_err(json_err)?);
+        bodies.push(body);
+    }
+    txn.execute(
+        "UPDATE pollhook_history h SET status = t.st, record = t.rec, body = coalesce(t.body, h.body)
+         FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[]) AS t(seq, st, rec, body)
+         WHERE h.seq = t.seq",
+        &[&ids, &statuses, &bytes, &bodies],
     )
     .await
     .map_err(pg_err)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Transaction;
 
-use super::history::{created, prune_history, record, settled};
+use super::history::{Created, Settled, prune_history, record_many, settled, settled_many};
 use super::{PgBackend, Rows, pg_err, seq_i, seq_u};
 use crate::store::codec::{decode_item, deleted_at, encode_item};
 use crate::store::{
@@ -37,16 +37,28 @@ pub(super) fn from_header(bytes: &[u8], body: Option<Vec<u8>>) -> Result<OutboxR
 impl PgBackend {
     /// Applies a writer batch in one transaction; a fenced poll commit writes nothing and
     /// answers [`WriteResult::Fenced`], the rest of the batch commits.
+    ///
+    /// The fencing check runs last, just before the commit, so lease rows are locked only for
+    /// the commit itself (a long batch must not hold up the heartbeats that renew them). When
+    /// it finds a poll fenced, the transaction is rolled back and the batch applied again
+    /// without that poll (rare: only after this instance lost a lease).
     pub(super) async fn apply_ops(&self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
         let mut client = self.client().await?;
-        let txn = client.transaction().await.map_err(pg_err)?;
-        let fenced = self.fences(&txn, ops).await?;
-        let mut results = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            results.push(self.apply_op(&txn, op, fenced.contains(&i)).await?);
+        let mut fenced: HashSet<usize> = HashSet::new();
+        loop {
+            let txn = client.transaction().await.map_err(pg_err)?;
+            let mut results = Vec::with_capacity(ops.len());
+            for (i, op) in ops.iter().enumerate() {
+                results.push(self.apply_op(&txn, op, fenced.contains(&i)).await?);
+            }
+            let now_fenced = self.fences(&txn, ops).await?;
+            if now_fenced.is_subset(&fenced) {
+                txn.commit().await.map_err(pg_err)?;
+                return Ok(results);
+            }
+            txn.rollback().await.map_err(pg_err)?;
+            fenced.extend(now_fenced);
         }
-        txn.commit().await.map_err(pg_err)?;
-        Ok(results)
     }
 
     /// The poll commits of `ops` whose source lease this instance no longer holds with the
@@ -105,9 +117,7 @@ impl PgBackend {
             }
             WriteOp::Emit(c) => WriteResult::Rows(self.insert_events(txn, c).await?),
             WriteOp::Settle(list) => {
-                for s in list {
-                    self.settle(txn, s).await?;
-                }
+                self.settle_all(txn, list).await?;
                 WriteResult::Settled
             }
             WriteOp::Meta { source, meta } => {
@@ -283,8 +293,9 @@ impl PgBackend {
         Ok(rows.iter().map(|r| seq_u(r.get(0))).collect())
     }
 
-    /// The outbox rows (and log records) of a commit's events; returns the rows this instance
-    /// claimed (the ones its dispatcher sends).
+    /// The outbox rows (and log records) of a commit's events, a few statements whatever their
+    /// number; returns the rows this instance claimed (the ones its dispatcher sends) and the
+    /// dead-at-birth ones (it counts them).
     async fn insert_events(
         &self,
         txn: &Transaction<'_>,
@@ -297,77 +308,253 @@ impl PgBackend {
             .map(|e| e.deliveries.len() + if log { e.filtered.len() } else { 0 })
             .sum();
         let mut seqs = Self::seqs(txn, n).await?.into_iter();
-        let mut claimed = Vec::new();
+        let (mut pending, mut dead, mut filtered) = (Vec::new(), Vec::new(), Vec::new());
         for event in &c.events {
             for delivery in &event.deliveries {
                 let body = delivery.body.clone().unwrap_or_else(|| event.body.clone());
                 let seq = seqs.next().unwrap_or_default();
                 let mut row = new_row(c, event, &delivery.destination, body, seq);
-                row.dead_reason = delivery.dead.clone();
-                row.dead_ms = delivery.dead.as_ref().map(|_| c.now_ms);
-                let mine = match row.dead_reason {
-                    // A delivery whose jq program failed is a dead letter from the start.
-                    Some(_) => {
-                        insert_dead(txn, &row).await?;
-                        true
+                // A delivery whose jq program failed is a dead letter from the start.
+                match &delivery.dead {
+                    Some(reason) => {
+                        row.dead_reason = Some(reason.clone());
+                        row.dead_ms = Some(c.now_ms);
+                        dead.push(row);
                     }
-                    None => self.insert_outbox(txn, &row).await?,
-                };
-                if log {
-                    created(txn, &row, None).await?;
-                }
-                if mine {
-                    claimed.push(row);
+                    None => pending.push(row),
                 }
             }
             if log {
                 for name in &event.filtered {
                     let seq = seqs.next().unwrap_or_default();
-                    let row = new_row(c, event, name, Arc::from(&[][..]), seq);
-                    record(txn, &row, DeliveryStatus::Filtered, None, None).await?;
+                    filtered.push(new_row(c, event, name, Arc::from(&[][..]), seq));
                 }
             }
         }
-        Ok(claimed)
+        let claimed = self.insert_outbox_rows(txn, &pending).await?;
+        insert_dead_rows(txn, &dead).await?;
+        if log {
+            let records: Vec<Created> = pending
+                .iter()
+                .map(|r| (r, DeliveryStatus::Pending, None, None))
+                .chain(
+                    dead.iter()
+                        .map(|r| (r, DeliveryStatus::Dead, r.dead_reason.clone(), None)),
+                )
+                .chain(
+                    filtered
+                        .iter()
+                        .map(|r| (r, DeliveryStatus::Filtered, None, None)),
+                )
+                .collect();
+            record_many(txn, &records).await?;
+        }
+        let mut out: Rows = pending
+            .into_iter()
+            .filter(|r| claimed.contains(&r.seq))
+            .chain(dead)
+            .collect();
+        out.sort_by_key(|r| r.seq);
+        Ok(out)
     }
 
-    /// Inserts a pending row, claimed by this instance unless an earlier row of the same item
-    /// for the same destination is pending and not this instance's (per-item order, invariant
-    /// 4: that row must be delivered first, by whoever holds it). Returns whether it was claimed.
-    pub(super) async fn insert_outbox(
+    /// Inserts pending rows in one statement, each claimed by this instance unless an earlier
+    /// row of the same item for the same destination is pending and not this instance's
+    /// (per-item order, invariant 4: that row must be delivered first, by whoever holds it).
+    /// Returns the seqs claimed.
+    pub(super) async fn insert_outbox_rows(
         &self,
         txn: &Transaction<'_>,
-        row: &OutboxRow,
-    ) -> Result<bool, StoreError> {
+        rows: &[OutboxRow],
+    ) -> Result<HashSet<u64>, StoreError> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
         let lease_ms = self.lease.as_millis() as i64;
+        let seq: Vec<i64> = rows.iter().map(|r| seq_i(r.seq)).collect();
+        let dest: Vec<&str> = rows.iter().map(|r| r.destination.as_str()).collect();
+        let source: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+        let key: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        let revision: Vec<i64> = rows.iter().map(|r| seq_i(r.revision)).collect();
+        let due: Vec<i64> = rows.iter().map(|r| r.due_ms).collect();
+        let headers = rows.iter().map(header).collect::<Result<Vec<_>, _>>()?;
+        let bodies: Vec<&[u8]> = rows.iter().map(|r| &r.body[..]).collect();
         let found = txn
-            .query_one(
+            .query(
                 "INSERT INTO pollhook_outbox
                    (seq, destination, source, key, revision, due_ms, header, body, claimed_by, claim_until)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, c.me,
-                        CASE WHEN c.me IS NULL THEN NULL ELSE now() + $10::bigint * interval '1 millisecond' END
-                 FROM (SELECT CASE WHEN EXISTS (
+                 SELECT t.seq, t.d, t.s, t.k, t.r, t.due, t.h, t.b, c.me,
+                        CASE WHEN c.me IS NULL THEN NULL
+                             ELSE now() + $10::bigint * interval '1 millisecond' END
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                             $6::bigint[], $7::bytea[], $8::bytea[]) AS t(seq, d, s, k, r, due, h, b)
+                 CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (
                          SELECT 1 FROM pollhook_outbox p
-                         WHERE p.destination = $2 AND p.source = $3 AND p.key = $4
+                         WHERE p.destination = t.d AND p.source = t.s AND p.key = t.k
                            AND (p.claimed_by IS DISTINCT FROM $9 OR p.claim_until < now())
                        ) THEN NULL ELSE $9::text END AS me) c
-                 RETURNING claimed_by IS NOT NULL",
+                 RETURNING seq, claimed_by IS NOT NULL",
                 &[
-                    &seq_i(row.seq),
-                    &row.destination,
-                    &row.source,
-                    &row.key,
-                    &seq_i(row.revision),
-                    &row.due_ms,
-                    &header(row)?,
-                    &&row.body[..],
+                    &seq,
+                    &dest,
+                    &source,
+                    &key,
+                    &revision,
+                    &due,
+                    &headers,
+                    &bodies,
                     &self.instance,
                     &lease_ms,
                 ],
             )
             .await
             .map_err(pg_err)?;
-        Ok(found.get(0))
+        Ok(found
+            .iter()
+            .filter(|r| r.get::<_, bool>(1))
+            .map(|r| seq_u(r.get(0)))
+            .collect())
+    }
+
+    /// [`Self::insert_outbox_rows`] for one row; whether it was claimed.
+    pub(super) async fn insert_outbox(
+        &self,
+        txn: &Transaction<'_>,
+        row: &OutboxRow,
+    ) -> Result<bool, StoreError> {
+        let claimed = self
+            .insert_outbox_rows(txn, std::slice::from_ref(row))
+            .await?;
+        Ok(claimed.contains(&row.seq))
+    }
+
+    /// Applies delivery outcomes in a few statements. A batch naming one row twice (two
+    /// attempts of it settled together) is applied one outcome at a time, in order.
+    async fn settle_all(&self, txn: &Transaction<'_>, list: &[Settle]) -> Result<(), StoreError> {
+        let seq_of = |s: &Settle| match s {
+            Settle::Delivered { seq, .. }
+            | Settle::Retry { seq, .. }
+            | Settle::Dead { seq, .. } => *seq,
+        };
+        let distinct: HashSet<u64> = list.iter().map(seq_of).collect();
+        if distinct.len() != list.len() {
+            for s in list {
+                self.settle(txn, s).await?;
+            }
+            return Ok(());
+        }
+        let of_kind = |kind: fn(&Settle) -> bool| -> Vec<i64> {
+            list.iter()
+                .filter(|s| kind(s))
+                .map(|s| seq_i(seq_of(s)))
+                .collect()
+        };
+        let mut log: Vec<Settled> = Vec::new();
+        let delivered: Vec<i64> = of_kind(|s| matches!(s, Settle::Delivered { .. }));
+        let by_seq: std::collections::HashMap<u64, &Settle> =
+            list.iter().map(|s| (seq_of(s), s)).collect();
+        if !delivered.is_empty() {
+            let gone = txn
+                .query(
+                    "DELETE FROM pollhook_outbox WHERE seq = ANY($1) RETURNING seq, body",
+                    &[&delivered],
+                )
+                .await
+                .map_err(pg_err)?;
+            for r in gone {
+                let seq = seq_u(r.get(0));
+                if let Some(Settle::Delivered { attempt, .. }) = by_seq.get(&seq) {
+                    log.push((
+                        seq,
+                        DeliveryStatus::Delivered,
+                        attempt.clone(),
+                        None,
+                        Some(r.get(1)),
+                    ));
+                }
+            }
+        }
+        let retried: Vec<i64> = of_kind(|s| matches!(s, Settle::Retry { .. }));
+        if !retried.is_empty() {
+            let found = txn
+                .query(
+                    "SELECT seq, header FROM pollhook_outbox WHERE seq = ANY($1) FOR UPDATE",
+                    &[&retried],
+                )
+                .await
+                .map_err(pg_err)?;
+            let (mut seqs, mut headers, mut dues) = (Vec::new(), Vec::new(), Vec::new());
+            for r in found {
+                let seq = seq_u(r.get(0));
+                let Some(Settle::Retry {
+                    attempts,
+                    due_ms,
+                    error,
+                    attempt,
+                    ..
+                }) = by_seq.get(&seq)
+                else {
+                    continue;
+                };
+                let mut row = from_header(r.get(1), None)?;
+                row.attempts = *attempts;
+                row.due_ms = *due_ms;
+                row.last_error = Some(error.clone());
+                seqs.push(seq_i(seq));
+                headers.push(header(&row)?);
+                dues.push(*due_ms);
+                log.push((seq, DeliveryStatus::Pending, attempt.clone(), None, None));
+            }
+            txn.execute(
+                "UPDATE pollhook_outbox o SET header = t.h, due_ms = t.d
+                 FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS t(seq, h, d)
+                 WHERE o.seq = t.seq",
+                &[&seqs, &headers, &dues],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        let dead: Vec<i64> = of_kind(|s| matches!(s, Settle::Dead { .. }));
+        if !dead.is_empty() {
+            let gone = txn
+                .query(
+                    "DELETE FROM pollhook_outbox WHERE seq = ANY($1) RETURNING seq, header, body",
+                    &[&dead],
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut rows = Vec::with_capacity(gone.len());
+            for r in gone {
+                let seq = seq_u(r.get(0));
+                let Some(Settle::Dead {
+                    attempts,
+                    reason,
+                    now_ms,
+                    attempt,
+                    ..
+                }) = by_seq.get(&seq)
+                else {
+                    continue;
+                };
+                let mut row = from_header(r.get(1), Some(r.get(2)))?;
+                row.attempts = *attempts;
+                row.dead_reason = Some(reason.clone());
+                row.dead_ms = Some(*now_ms);
+                rows.push(row);
+                log.push((
+                    seq,
+                    DeliveryStatus::Dead,
+                    attempt.clone(),
+                    Some(reason.clone()),
+                    None,
+                ));
+            }
+            insert_dead_rows(txn, &rows).await?;
+        }
+        if self.logging() {
+            settled_many(txn, log).await?;
+        }
+        Ok(())
     }
 
     async fn settle(&self, txn: &Transaction<'_>, s: &Settle) -> Result<(), StoreError> {
@@ -559,10 +746,26 @@ fn new_row(
 }
 
 pub(super) async fn insert_dead(txn: &Transaction<'_>, row: &OutboxRow) -> Result<(), StoreError> {
+    insert_dead_rows(txn, std::slice::from_ref(row)).await
+}
+
+/// Inserts (or replaces) dead letters in one statement.
+pub(super) async fn insert_dead_rows(
+    txn: &Transaction<'_>,
+    rows: &[OutboxRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let seq: Vec<i64> = rows.iter().map(|r| seq_i(r.seq)).collect();
+    let dead_ms: Vec<i64> = rows.iter().map(|r| r.dead_ms.unwrap_or_default()).collect();
+    let headers = rows.iter().map(header).collect::<Result<Vec<_>, _>>()?;
+    let bodies: Vec<&[u8]> = rows.iter().map(|r| &r.body[..]).collect();
     txn.execute(
-        "INSERT INTO pollhook_dead (seq, dead_ms, header, body) VALUES ($1, $2, $3, $4)
+        "INSERT INTO pollhook_dead (seq, dead_ms, header, body)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])
          ON CONFLICT (seq) DO UPDATE SET dead_ms = EXCLUDED.dead_ms, header = EXCLUDED.header, body = EXCLUDED.body",
-        &[&seq_i(row.seq), &row.dead_ms.unwrap_or_default(), &header(row)?, &&row.body[..]],
+        &[&seq, &dead_ms, &headers, &bodies],
     )
     .await
     .map_err(pg_err)?;

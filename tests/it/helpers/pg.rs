@@ -22,7 +22,18 @@ pub fn enabled() -> bool {
 pub struct Server {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
+    /// The postmaster's pid.
+    pub pid: u32,
     bin: PathBuf,
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 static SERVER: OnceLock<Option<Server>> = OnceLock::new();
@@ -146,7 +157,7 @@ fn start() -> Option<Server> {
         "initdb failed: {}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let port = super::free_port();
+    let port = free_port();
     // A thread of its own starts the server and never ends: the server's parent-death signal
     // fires when the spawning thread exits, which must be the process exiting.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -224,7 +235,7 @@ fn start() -> Option<Server> {
         "PostgreSQL for tests: pid {pid}, port {port}, dir {}",
         dir.display()
     );
-    Some(Server { port, bin })
+    Some(Server { port, pid, bin })
 }
 
 impl Server {
@@ -260,6 +271,7 @@ impl Server {
 }
 
 /// The database of a test dir (created on first use, the same for a restart in that dir).
+#[allow(dead_code)] // not used by the bench that includes this file
 pub fn database_for(dir: &Path) -> String {
     let file = dir.join("pg-database-url");
     if let Ok(url) = std::fs::read_to_string(&file) {
