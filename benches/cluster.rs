@@ -122,6 +122,18 @@ async fn held_by(db: &str, instance: &str) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// Daemons that die with the bench, even when it panics.
+struct Fleet(Vec<std::process::Child>);
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for mut c in self.0.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 async fn wait(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !done().await {
@@ -141,8 +153,8 @@ async fn phase(
     seconds: u64,
     store: Option<(&str, u32)>,
     instances: usize,
-) -> (f64, f64, f64, f64, Vec<std::process::Child>) {
-    let mut children = Vec::new();
+) -> (f64, f64, f64, f64, Fleet) {
+    let mut children = Fleet(Vec::new());
     for k in 0..instances {
         let head = match store {
             Some((db, _)) => format!("store:\n  postgres: {db}\n  lease: 3s\ninstance: i{k}\n"),
@@ -150,7 +162,7 @@ async fn phase(
         };
         let path = dir.join(format!("i{k}.yaml"));
         std::fs::write(&path, config(&head, base, n)).unwrap();
-        children.push(spawn_daemon(&path, "warn"));
+        children.0.push(spawn_daemon(&path, "warn"));
     }
     if let Some((db, _)) = store {
         wait("leases", Duration::from_secs(120), async || {
@@ -163,7 +175,7 @@ async fn phase(
     let pg_cpu = || store.map_or(0.0, |(_, pid)| postgres_cpu(pid));
     let (p0, c0, g0, t0) = (
         w.polls.load(Ordering::Relaxed),
-        cpu(&children),
+        cpu(&children.0),
         pg_cpu(),
         Instant::now(),
     );
@@ -171,7 +183,7 @@ async fn phase(
     let polls = (w.polls.load(Ordering::Relaxed) - p0) as f64;
     let secs = t0.elapsed().as_secs_f64();
     let (cpu_us, pg_us) = (
-        (cpu(&children) - c0) * 1e6 / polls,
+        (cpu(&children.0) - c0) * 1e6 / polls,
         (pg_cpu() - g0) * 1e6 / polls,
     );
     // Burst: every item of every source changes at once.
@@ -222,12 +234,12 @@ async fn main() {
         "{:<22} {:>9} {:>14} {:>14} {:>12}",
         "store", "polls/s", "daemon µs/poll", "postgres µs/poll", "burst ev/s"
     );
-    let (p, c, _, e, children) = phase(&w, dir.path(), &base, n, seconds, None, 1).await;
+    let (p, c, _, e, mut children) = phase(&w, dir.path(), &base, n, seconds, None, 1).await;
     println!(
         "{:<22} {p:>9.0} {c:>14.1} {:>14} {e:>12.0}",
         "redb, 1 instance", "-"
     );
-    children.into_iter().for_each(stop);
+    std::mem::take(&mut children.0).into_iter().for_each(stop);
     for k in 1..=3 {
         let db = server.database();
         let (p, c, g, e, children) = phase(
@@ -244,14 +256,14 @@ async fn main() {
             "{:<22} {p:>9.0} {c:>14.1} {g:>14.1} {e:>12.0}",
             format!("postgres, {k} instance(s)")
         );
+        let mut children = children;
         if k < 3 {
-            children.into_iter().for_each(stop);
+            std::mem::take(&mut children.0).into_iter().for_each(stop);
             continue;
         }
         // Failover: kill -9 one of the three; time until every source it held is polled again.
         let victims = held_by(&db, "i0").await;
-        let mut children = children;
-        let mut dead = children.remove(0);
+        let mut dead = children.0.remove(0);
         let killed = now_ms();
         let _ = dead.kill();
         let _ = dead.wait();
@@ -266,6 +278,6 @@ async fn main() {
             victims.len(),
             took.as_secs_f64()
         );
-        children.into_iter().for_each(stop);
+        std::mem::take(&mut children.0).into_iter().for_each(stop);
     }
 }

@@ -10,10 +10,11 @@
 //!   loaded under an older epoch can never commit (`write.rs`, `fences`).
 //! - A source that should move is released by its holder at its next heartbeat and taken by
 //!   the new owner at the new owner's next heartbeat; a dead holder's lease simply expires.
-//! - Claims: an outbox row is delivered by the instance named in `claimed_by` until
-//!   `claim_until`, renewed by every heartbeat. Free rows are claimed with `FOR UPDATE SKIP
-//!   LOCKED`, only the lowest pending revision of an item per destination (invariant 4), so two
-//!   instances never send one item's revisions out of order.
+//! - Claims: an outbox row is delivered by the instance named in `claimed_by` for as long as
+//!   that instance is alive (its heartbeat within the lease period): no per-row renewal, so a
+//!   backlog of thousands of rows costs the heartbeat nothing. Rows that nobody alive holds
+//!   are claimed with `FOR UPDATE SKIP LOCKED`, only the lowest pending revision of an item per
+//!   destination (invariant 4), so two instances never send one item's revisions out of order.
 
 use super::write::from_header;
 use super::{PgBackend, Rows, pg_err};
@@ -86,6 +87,20 @@ impl PgBackend {
         )
         .await
         .map_err(pg_err)?;
+        // Leases another live instance holds are left alone without touching (locking) their
+        // rows: it hands them over at its next heartbeat.
+        let free: Vec<String> = txn
+            .query(
+                "SELECT s FROM unnest($2::text[]) s WHERE NOT EXISTS (
+                   SELECT 1 FROM pollhook_leases l
+                   WHERE l.source = s AND l.instance <> $1 AND l.expires > now())",
+                &[&self.instance, &mine],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         // Take what is free; a take-over raises the epoch. `next_due_ms` is left as the
         // previous holder wrote it, so RETURNING shows when it meant to poll next.
         let rows = txn
@@ -100,17 +115,10 @@ impl PgBackend {
                    expires = EXCLUDED.expires
                  WHERE pollhook_leases.instance = EXCLUDED.instance OR pollhook_leases.expires <= now()
                  RETURNING source, epoch, next_due_ms",
-                &[&self.instance, &mine, &lease],
+                &[&self.instance, &free, &lease],
             )
             .await
             .map_err(pg_err)?;
-        txn.execute(
-            "UPDATE pollhook_outbox SET claim_until = now() + $2::bigint * interval '1 millisecond'
-             WHERE claimed_by = $1",
-            &[&self.instance, &lease],
-        )
-        .await
-        .map_err(pg_err)?;
         txn.commit().await.map_err(pg_err)?;
         let waiting = mine.len().saturating_sub(rows.len());
         let mut held = self
@@ -178,21 +186,31 @@ impl PgBackend {
         let horizon = crate::delivery::now_ms() + 1000;
         let rows = client
             .query(
-                "UPDATE pollhook_outbox o
-                 SET claimed_by = $1, claim_until = now() + $2::bigint * interval '1 millisecond'
+                "WITH live AS (
+                   SELECT name FROM pollhook_instances
+                   WHERE heartbeat > now() - $2::bigint * interval '1 millisecond')
+                 UPDATE pollhook_outbox o SET claimed_by = $1
                  WHERE o.seq IN (
                    SELECT c.seq FROM pollhook_outbox c
-                   WHERE (c.claimed_by IS NULL OR c.claim_until < now() OR ($5 AND c.claimed_by = $1))
+                   WHERE (c.claimed_by IS NULL
+                          OR ($5 AND c.claimed_by = $1)
+                          OR (c.claimed_by <> $1 AND c.claimed_by NOT IN (SELECT name FROM live)))
                      AND ($5 OR c.due_ms <= $3)
                      AND NOT EXISTS (
                        SELECT 1 FROM pollhook_outbox p
                        WHERE p.destination = c.destination AND p.source = c.source AND p.key = c.key
                          AND (p.revision, p.seq) < (c.revision, c.seq)
-                         AND (p.claimed_by IS DISTINCT FROM $1 OR p.claim_until < now()))
+                         AND p.claimed_by IS DISTINCT FROM $1)
                    ORDER BY c.seq LIMIT $4
                    FOR UPDATE SKIP LOCKED)
                  RETURNING o.header",
-                &[&self.instance, &self.lease_ms(), &horizon, &(limit as i64), &mine],
+                &[
+                    &self.instance,
+                    &self.lease_ms(),
+                    &horizon,
+                    &(limit as i64),
+                    &mine,
+                ],
             )
             .await
             .map_err(pg_err)?;
@@ -214,7 +232,7 @@ impl PgBackend {
                         (SELECT count(*) FROM pollhook_leases l
                           WHERE l.instance = i.name AND l.expires > now()),
                         (SELECT count(*) FROM pollhook_outbox o
-                          WHERE o.claimed_by = i.name AND o.claim_until > now())
+                          WHERE o.claimed_by = i.name)
                  FROM pollhook_instances i ORDER BY i.name",
                 &[&self.lease_ms()],
             )
@@ -245,7 +263,7 @@ impl PgBackend {
         .await
         .map_err(pg_err)?;
         txn.execute(
-            "UPDATE pollhook_outbox SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1",
+            "UPDATE pollhook_outbox SET claimed_by = NULL WHERE claimed_by = $1",
             &[&self.instance],
         )
         .await

@@ -42,8 +42,7 @@ const MIGRATIONS: &[&str] = &[
         due_ms bigint NOT NULL,
         header bytea NOT NULL,
         body bytea NOT NULL,
-        claimed_by text,
-        claim_until timestamptz
+        claimed_by text
     );
     CREATE INDEX pollhook_outbox_lane ON pollhook_outbox (destination, source, key, revision, seq);
     CREATE INDEX pollhook_outbox_claims ON pollhook_outbox (claimed_by);

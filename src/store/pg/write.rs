@@ -370,7 +370,6 @@ impl PgBackend {
         if rows.is_empty() {
             return Ok(HashSet::new());
         }
-        let lease_ms = self.lease.as_millis() as i64;
         let seq: Vec<i64> = rows.iter().map(|r| seq_i(r.seq)).collect();
         let dest: Vec<&str> = rows.iter().map(|r| r.destination.as_str()).collect();
         let source: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
@@ -382,16 +381,14 @@ impl PgBackend {
         let found = txn
             .query(
                 "INSERT INTO pollhook_outbox
-                   (seq, destination, source, key, revision, due_ms, header, body, claimed_by, claim_until)
-                 SELECT t.seq, t.d, t.s, t.k, t.r, t.due, t.h, t.b, c.me,
-                        CASE WHEN c.me IS NULL THEN NULL
-                             ELSE now() + $10::bigint * interval '1 millisecond' END
+                   (seq, destination, source, key, revision, due_ms, header, body, claimed_by)
+                 SELECT t.seq, t.d, t.s, t.k, t.r, t.due, t.h, t.b, c.me
                  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                              $6::bigint[], $7::bytea[], $8::bytea[]) AS t(seq, d, s, k, r, due, h, b)
                  CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (
                          SELECT 1 FROM pollhook_outbox p
                          WHERE p.destination = t.d AND p.source = t.s AND p.key = t.k
-                           AND (p.claimed_by IS DISTINCT FROM $9 OR p.claim_until < now())
+                           AND p.claimed_by IS DISTINCT FROM $9
                        ) THEN NULL ELSE $9::text END AS me) c
                  RETURNING seq, claimed_by IS NOT NULL",
                 &[
@@ -404,7 +401,6 @@ impl PgBackend {
                     &headers,
                     &bodies,
                     &self.instance,
-                    &lease_ms,
                 ],
             )
             .await
