@@ -17,6 +17,18 @@ use super::{
     WriteResult, headers_only,
 };
 
+thread_local! {
+    /// Set while a [`Store::read`] runs on tokio's blocking pool.
+    static BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread may block on a future of another runtime: a plain thread (the writer,
+/// a command-line tool), or tokio's blocking pool running a [`Store::read`]. Not a runtime
+/// worker, where blocking on another runtime panics.
+pub fn may_block() -> bool {
+    BLOCKING.get() || tokio::runtime::Handle::try_current().is_err()
+}
+
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -78,9 +90,14 @@ impl Store {
         f: impl FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let backend = self.backend.clone();
-        tokio::task::spawn_blocking(move || f(backend.as_ref()))
-            .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            BLOCKING.set(true);
+            let result = f(backend.as_ref());
+            BLOCKING.set(false);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
 
     async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {

@@ -403,9 +403,9 @@ async fn kill_9_moves_sources_within_the_lease_and_loses_nothing() {
     for n in &victims {
         let next = w.polls[n].iter().find(|t| **t > killed).copied();
         let after = next.map(|t| t.duration_since(killed));
+        // Within the lease plus one interval (1 s), and 1 s of slack for a loaded machine.
         assert!(
-            after
-                .is_some_and(|d| d <= lease + Duration::from_secs(1) + Duration::from_millis(1500)),
+            after.is_some_and(|d| d <= lease + Duration::from_secs(2)),
             "s{n} of the killed instance polled again after {after:?} (lease 2s + interval 1s)"
         );
     }

@@ -131,7 +131,10 @@ impl PgBackend {
             let entry = match held.get(&source) {
                 // Renewed: the task keeps its schedule.
                 Some((old, resume)) if *old == epoch => (epoch, *resume),
-                // Taken over: the first poll waits for the previous holder's next one.
+                // Taken over: the first poll is when the previous holder would have polled (a
+                // clean handover) or at once (its holder died: the source is overdue). A lease
+                // taken for the first time (epoch 1) polls on the source's own schedule.
+                _ if epoch > 1 => (epoch, Some(due.unwrap_or(0))),
                 _ => (epoch, due),
             };
             now_held.insert(source, entry);

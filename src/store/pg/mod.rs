@@ -127,8 +127,9 @@ impl PgBackend {
     }
 
     /// Runs a database future to completion from any thread: directly on a plain thread (the
-    /// writer), on a scoped helper thread when called from inside a tokio runtime (whose
-    /// threads must not block on another runtime).
+    /// writer) or in a `Store::read` on the blocking pool, on a scoped helper thread when called
+    /// from a tokio worker (which must not block on another runtime; only loading a source's
+    /// state at its start does that).
     fn run<T: Send>(
         &self,
         f: impl Future<Output = Result<T, StoreError>> + Send,
@@ -136,7 +137,7 @@ impl PgBackend {
         let Some(rt) = self.rt.as_ref() else {
             return Err(StoreError::WriterGone);
         };
-        if tokio::runtime::Handle::try_current().is_err() {
+        if super::writer::may_block() {
             return rt.block_on(f);
         }
         std::thread::scope(|s| {
