@@ -66,24 +66,7 @@ fn record(
     reason: Option<String>,
     resend_of: Option<u64>,
 ) -> Result<(), StoreError> {
-    put(
-        txn,
-        &HistoryRecord {
-            seq: row.seq,
-            event_id: row.event_id.clone(),
-            event_type: row.event_type.clone(),
-            destination: row.destination.clone(),
-            source: row.source.clone(),
-            key: row.key.clone(),
-            revision: row.revision,
-            created_ms: row.created_ms,
-            updated_ms: row.created_ms,
-            status,
-            reason,
-            resend_of,
-            attempts: Vec::new(),
-        },
-    )?;
+    put(txn, &HistoryRecord::created(row, status, reason, resend_of))?;
     txn.open_table(EVENT_SEQS)
         .map_err(be)?
         .insert((row.event_id.as_str(), row.seq), ())

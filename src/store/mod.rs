@@ -211,6 +211,28 @@ pub struct PollCommit {
     pub fence: u64,
 }
 
+impl PollCommit {
+    /// A fresh outbox row (due now) of `event` for `destination`, numbered `seq`.
+    pub fn row(&self, event: &NewEvent, destination: &str, body: Arc<[u8]>, seq: u64) -> OutboxRow {
+        OutboxRow {
+            seq,
+            destination: destination.to_owned(),
+            source: self.source.clone(),
+            key: event.key.clone(),
+            revision: event.revision,
+            event_id: event.id.clone(),
+            event_type: event.kind.to_owned(),
+            attempts: 0,
+            due_ms: self.now_ms,
+            created_ms: self.now_ms,
+            last_error: None,
+            dead_reason: None,
+            dead_ms: None,
+            body,
+        }
+    }
+}
+
 /// A queued delivery of one event to one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRow {
@@ -329,6 +351,31 @@ pub struct HistoryRecord {
 }
 
 impl HistoryRecord {
+    /// The first record of a delivery: `row` as created, with its status, why it is dead and
+    /// the delivery it re-sends.
+    pub fn created(
+        row: &OutboxRow,
+        status: DeliveryStatus,
+        reason: Option<String>,
+        resend_of: Option<u64>,
+    ) -> HistoryRecord {
+        HistoryRecord {
+            seq: row.seq,
+            event_id: row.event_id.clone(),
+            event_type: row.event_type.clone(),
+            destination: row.destination.clone(),
+            source: row.source.clone(),
+            key: row.key.clone(),
+            revision: row.revision,
+            created_ms: row.created_ms,
+            updated_ms: row.created_ms,
+            status,
+            reason,
+            resend_of,
+            attempts: Vec::new(),
+        }
+    }
+
     /// A fresh outbox row for this delivery (no attempts yet), due and created at `at_ms`.
     pub fn to_row(&self, seq: u64, at_ms: i64, body: Arc<[u8]>) -> OutboxRow {
         OutboxRow {

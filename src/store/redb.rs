@@ -346,22 +346,7 @@ fn new_row(
     body: Arc<[u8]>,
     next_seq: &mut u64,
 ) -> OutboxRow {
-    let row = OutboxRow {
-        seq: *next_seq,
-        destination: destination.to_owned(),
-        source: c.source.clone(),
-        key: event.key.clone(),
-        revision: event.revision,
-        event_id: event.id.clone(),
-        event_type: event.kind.to_owned(),
-        attempts: 0,
-        due_ms: c.now_ms,
-        created_ms: c.now_ms,
-        last_error: None,
-        dead_reason: None,
-        dead_ms: None,
-        body,
-    };
+    let row = c.row(event, destination, body, *next_seq);
     *next_seq += 1;
     row
 }

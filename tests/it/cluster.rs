@@ -277,15 +277,41 @@ fn churn(w: &Shared, sources: usize) -> Arc<std::sync::atomic::AtomicBool> {
 
 const T: Duration = Duration::from_secs(60);
 
+/// What every test here starts with: its turn, a fresh database, a temp dir, the world.
+struct Setup {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    db: String,
+    dir: tempfile::TempDir,
+    w: Shared,
+    base: String,
+}
+
+/// [`Setup`], or `None` (after a loud skip message) without PostgreSQL outside CI.
+async fn setup(test: &str) -> Option<Setup> {
+    let server = pg::require(test)?;
+    let _serial = SERIAL.lock().await;
+    let (w, base) = world().await;
+    Some(Setup {
+        _serial,
+        db: server.database(),
+        dir: tempfile::tempdir().unwrap(),
+        w,
+        base,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_sources_each_polled_by_one() {
-    let Some(server) = pg::require("three_instances_share_sources_each_polled_by_one") else {
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w,
+        base,
+    }) = setup("three_instances_share_sources_each_polled_by_one").await
+    else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let db = server.database();
-    let dir = tempfile::tempdir().unwrap();
-    let (w, base) = world().await;
     const N: usize = 300;
     let names = ["alpha", "bravo", "charlie"];
     let _fleet: Vec<KillOnDrop> = names
@@ -331,13 +357,16 @@ async fn three_instances_share_sources_each_polled_by_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_an_empty_database_migrate_once() {
-    let Some(server) = pg::require("three_instances_on_an_empty_database_migrate_once") else {
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w: _w,
+        base,
+    }) = setup("three_instances_on_an_empty_database_migrate_once").await
+    else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let db = server.database();
-    let dir = tempfile::tempdir().unwrap();
-    let (_w, base) = world().await;
     let _fleet: Vec<KillOnDrop> = ["a", "b", "c"]
         .iter()
         .map(|n| spawn(dir.path(), n, &yaml(&db, n, &base, 3, "1s", "3s")))
@@ -365,14 +394,16 @@ async fn three_instances_on_an_empty_database_migrate_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_moves_sources_within_the_lease_and_loses_nothing() {
-    let Some(server) = pg::require("kill_9_moves_sources_within_the_lease_and_loses_nothing")
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w,
+        base,
+    }) = setup("kill_9_moves_sources_within_the_lease_and_loses_nothing").await
     else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let db = server.database();
-    let dir = tempfile::tempdir().unwrap();
-    let (w, base) = world().await;
     w.lock().unwrap().flaky = true;
     const N: usize = 30;
     let lease = Duration::from_secs(2);
@@ -414,14 +445,16 @@ async fn kill_9_moves_sources_within_the_lease_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_paused_past_its_lease_cannot_commit_stale_state() {
-    let Some(server) = pg::require("an_instance_paused_past_its_lease_cannot_commit_stale_state")
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w,
+        base,
+    }) = setup("an_instance_paused_past_its_lease_cannot_commit_stale_state").await
     else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let db = server.database();
-    let dir = tempfile::tempdir().unwrap();
-    let (w, base) = world().await;
     const N: usize = 20;
     let fleet: Vec<KillOnDrop> = ["a", "b"]
         .iter()
@@ -460,15 +493,17 @@ async fn an_instance_paused_past_its_lease_cannot_commit_stale_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_joining_takes_sources_without_a_missed_or_doubled_poll() {
-    let Some(server) =
-        pg::require("an_instance_joining_takes_sources_without_a_missed_or_doubled_poll")
+    let test = "an_instance_joining_takes_sources_without_a_missed_or_doubled_poll";
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w,
+        base,
+    }) = setup(test).await
     else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let db = server.database();
-    let dir = tempfile::tempdir().unwrap();
-    let (w, base) = world().await;
     const N: usize = 60;
     let mut fleet: Vec<KillOnDrop> = ["a", "b"]
         .iter()
@@ -516,14 +551,16 @@ async fn an_instance_joining_takes_sources_without_a_missed_or_doubled_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_state_moves_to_postgres_without_rebaseline_or_resend() {
-    let Some(server) = pg::require("redb_state_moves_to_postgres_without_rebaseline_or_resend")
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w,
+        base,
+    }) = setup("redb_state_moves_to_postgres_without_rebaseline_or_resend").await
     else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let db = server.database();
-    let dir = tempfile::tempdir().unwrap();
-    let (w, base) = world().await;
     const N: usize = 3;
     // On redb, with receivers that refuse: `agent` keeps its rows pending (3 s between
     // attempts; the export carries the schedule), `dead-end` dead-letters them.

@@ -53,21 +53,7 @@ pub(super) async fn record_many(
         Vec::with_capacity(list.len()),
     );
     for (row, status, reason, resend_of) in list {
-        let r = HistoryRecord {
-            seq: row.seq,
-            event_id: row.event_id.clone(),
-            event_type: row.event_type.clone(),
-            destination: row.destination.clone(),
-            source: row.source.clone(),
-            key: row.key.clone(),
-            revision: row.revision,
-            created_ms: row.created_ms,
-            updated_ms: row.created_ms,
-            status: *status,
-            reason: reason.clone(),
-            resend_of: *resend_of,
-            attempts: Vec::new(),
-        };
+        let r = HistoryRecord::created(row, *status, reason.clone(), *resend_of);
         cols.0.push(seq_i(r.seq));
         cols.1.push(row.event_id.as_str());
         cols.2.push(row.source.as_str());

@@ -10,7 +10,7 @@ use super::history::{Created, Settled, prune_history, record_many, settled, sett
 use super::{PgBackend, Rows, pg_err, seq_i, seq_u};
 use crate::store::codec::{decode_item, deleted_at, encode_item};
 use crate::store::{
-    DeliveryStatus, NewEvent, OutboxRow, PollCommit, Settle, StoreError, WriteOp, WriteResult,
+    DeliveryStatus, OutboxRow, PollCommit, Settle, StoreError, WriteOp, WriteResult,
 };
 
 pub(super) fn json_err(e: serde_json::Error) -> StoreError {
@@ -313,7 +313,7 @@ impl PgBackend {
             for delivery in &event.deliveries {
                 let body = delivery.body.clone().unwrap_or_else(|| event.body.clone());
                 let seq = seqs.next().unwrap_or_default();
-                let mut row = new_row(c, event, &delivery.destination, body, seq);
+                let mut row = c.row(event, &delivery.destination, body, seq);
                 // A delivery whose jq program failed is a dead letter from the start.
                 match &delivery.dead {
                     Some(reason) => {
@@ -327,7 +327,7 @@ impl PgBackend {
             if log {
                 for name in &event.filtered {
                     let seq = seqs.next().unwrap_or_default();
-                    filtered.push(new_row(c, event, name, Arc::from(&[][..]), seq));
+                    filtered.push(c.row(event, name, Arc::from(&[][..]), seq));
                 }
             }
         }
@@ -712,32 +712,6 @@ impl PgBackend {
             .map_err(pg_err)?;
         }
         Ok(doomed.len())
-    }
-}
-
-/// A fresh outbox row (due now) of `event` for `destination`.
-fn new_row(
-    c: &PollCommit,
-    event: &NewEvent,
-    destination: &str,
-    body: Arc<[u8]>,
-    seq: u64,
-) -> OutboxRow {
-    OutboxRow {
-        seq,
-        destination: destination.to_owned(),
-        source: c.source.clone(),
-        key: event.key.clone(),
-        revision: event.revision,
-        event_id: event.id.clone(),
-        event_type: event.kind.to_owned(),
-        attempts: 0,
-        due_ms: c.now_ms,
-        created_ms: c.now_ms,
-        last_error: None,
-        dead_reason: None,
-        dead_ms: None,
-        body,
     }
 }
 
