@@ -8,9 +8,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::redb::be;
-use super::{
-    Attempt, DeliveryStatus, HistoryQuery, HistoryRecord, MAX_ATTEMPTS_KEPT, OutboxRow, StoreError,
-};
+use super::{Attempt, DeliveryStatus, HistoryQuery, HistoryRecord, OutboxRow, StoreError};
 
 /// Delivery records by seq.
 pub(super) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
@@ -87,15 +85,7 @@ pub(super) fn settled(
     let Some(mut r) = get(txn, seq)? else {
         return Ok(());
     };
-    if let Some(a) = attempt {
-        r.updated_ms = r.updated_ms.max(a.at_ms + a.duration_ms as i64);
-        r.attempts.push(a.clone());
-        if r.attempts.len() > MAX_ATTEMPTS_KEPT {
-            r.attempts.remove(0);
-        }
-    }
-    r.status = status;
-    r.reason = reason.map(str::to_owned);
+    r.settle(status, attempt.cloned(), reason.map(str::to_owned));
     put(txn, &r)?;
     if let Some(body) = body {
         txn.open_table(HISTORY_BODY)

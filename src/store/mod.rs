@@ -351,6 +351,25 @@ pub struct HistoryRecord {
 }
 
 impl HistoryRecord {
+    /// Records an outcome: the attempt (the last [`MAX_ATTEMPTS_KEPT`] are kept), the new
+    /// status and why it is dead.
+    pub fn settle(
+        &mut self,
+        status: DeliveryStatus,
+        attempt: Option<Attempt>,
+        reason: Option<String>,
+    ) {
+        if let Some(a) = attempt {
+            self.updated_ms = self.updated_ms.max(a.at_ms + a.duration_ms as i64);
+            self.attempts.push(a);
+            if self.attempts.len() > MAX_ATTEMPTS_KEPT {
+                self.attempts.remove(0);
+            }
+        }
+        self.status = status;
+        self.reason = reason;
+    }
+
     /// The first record of a delivery: `row` as created, with its status, why it is dead and
     /// the delivery it re-sends.
     pub fn created(

@@ -6,9 +6,7 @@ use tokio_postgres::Transaction;
 
 use super::write::json_err;
 use super::{pg_err, seq_i};
-use crate::store::{
-    Attempt, DeliveryStatus, HistoryRecord, MAX_ATTEMPTS_KEPT, OutboxRow, StoreError,
-};
+use crate::store::{Attempt, DeliveryStatus, HistoryRecord, OutboxRow, StoreError};
 
 /// A stored record.
 pub(super) fn record_of(bytes: &[u8]) -> Result<HistoryRecord, StoreError> {
@@ -94,15 +92,7 @@ pub(super) async fn settled(
         return Ok(());
     };
     let mut r = record_of(found.get(0))?;
-    if let Some(a) = attempt {
-        r.updated_ms = r.updated_ms.max(a.at_ms + a.duration_ms as i64);
-        r.attempts.push(a.clone());
-        if r.attempts.len() > MAX_ATTEMPTS_KEPT {
-            r.attempts.remove(0);
-        }
-    }
-    r.status = status;
-    r.reason = reason.map(str::to_owned);
+    r.settle(status, attempt.cloned(), reason.map(str::to_owned));
     txn.execute(
         "UPDATE pollhook_history SET status = $2, record = $3, body = coalesce($4, body) WHERE seq = $1",
         &[&seq_i(seq), &status.as_str(), &serde_json::to_vec(&r).map_err(json_err)?, &body],
@@ -149,15 +139,7 @@ pub(super) async fn settled_many(
         let Some(mut r) = records.remove(&seq_i(seq)) else {
             continue;
         };
-        if let Some(a) = attempt {
-            r.updated_ms = r.updated_ms.max(a.at_ms + a.duration_ms as i64);
-            r.attempts.push(a);
-            if r.attempts.len() > MAX_ATTEMPTS_KEPT {
-                r.attempts.remove(0);
-            }
-        }
-        r.status = status;
-        r.reason = reason;
+        r.settle(status, attempt, reason);
         ids.push(seq_i(seq));
         statuses.push(status.as_str());
         bytes.push(serde_json::to_vec(&r).map_err(json_err)?);
