@@ -133,6 +133,8 @@ async fn status_page_in_a_real_browser() {
         eprintln!("SKIPPED status_page_in_a_real_browser: install chromium and chromium-driver");
         return;
     }
+    // A browser starting on a loaded machine is slow: not alongside the other heavy tests.
+    let _heavy = crate::helpers::HEAVY.lock().await;
     let up = Upstream::start(&json!([{"id": 1, "title": "first"}]).to_string()).await;
     let broken = Upstream::start("[]").await;
     broken.set(Reply::Status(503));

@@ -15,10 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::helpers::{KillOnDrop, SECRET, binary, pg, serve, wait_until};
-
-/// One test at a time: each runs three daemons on two cores, and their timing is checked.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use crate::helpers::{HEAVY, KillOnDrop, SECRET, binary, pg, serve, wait_until};
 
 #[derive(Default)]
 struct World {
@@ -289,7 +286,8 @@ struct Setup {
 /// [`Setup`], or `None` (after a loud skip message) without PostgreSQL outside CI.
 async fn setup(test: &str) -> Option<Setup> {
     let server = pg::require(test)?;
-    let _serial = SERIAL.lock().await;
+    // One heavy test at a time: each runs several daemons, and their timing is checked.
+    let _serial = HEAVY.lock().await;
     let (w, base) = world().await;
     Some(Setup {
         _serial,

@@ -32,6 +32,7 @@ fn invariant_tests_pass_on_postgres() {
     if !pg::installed("invariant_tests_pass_on_postgres") {
         return;
     }
+    let _heavy = crate::helpers::HEAVY.blocking_lock();
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
         .env(pg::STORE_ENV, "postgres")

@@ -22,6 +22,10 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 /// A Standard Webhooks secret used by every test.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// Held by the tests that load the machine most (several daemons, a browser, the suite again on
+/// PostgreSQL), so that they run one at a time and their timing checks hold on two cores.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits until `cond` holds, checking every 20 ms, failing the test after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
