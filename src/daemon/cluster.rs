@@ -61,6 +61,7 @@ impl Membership {
         let names: Vec<String> = sources.keys().cloned().collect();
         let beat = store.read(move |b| b.heartbeat(&names)).await?;
         self.waiting = beat.waiting;
+        running.limits().set_share(beat.live);
         let held: HashMap<String, u64> = beat.held.into_iter().collect();
         // Sources that moved to another instance: stop their tasks first, then hand them over
         // with the time each was due to poll next.

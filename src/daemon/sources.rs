@@ -172,6 +172,11 @@ impl SourceSet {
         }
     }
 
+    /// The request budgets every source shares.
+    pub fn limits(&self) -> &crate::poller::Limits {
+        &self.ctx.limits
+    }
+
     /// Names of the running sources.
     pub fn names(&self) -> Vec<String> {
         self.running.keys().cloned().collect()

@@ -95,12 +95,20 @@ pub struct HostGate {
     concurrency: Option<Arc<Semaphore>>,
     blocked_until: Mutex<Option<Instant>>,
     strikes: AtomicU32,
+    /// Live instances sharing the host's `rate` (1 alone).
+    share: Arc<AtomicU32>,
 }
 
 impl HostGate {
     /// A gate for host `name` with its configured limits.
     pub fn new(name: String, limits: HostLimits) -> HostGate {
+        HostGate::shared(name, limits, Arc::new(AtomicU32::new(1)))
+    }
+
+    /// A gate whose `rate` is split between `share` live instances.
+    fn shared(name: String, limits: HostLimits, share: Arc<AtomicU32>) -> HostGate {
         HostGate {
+            share,
             name,
             rate: limits.rate.map(limiter),
             // Unset, a host still gets a bound: as many requests as the pool keeps connections
@@ -139,6 +147,8 @@ impl HostGate {
 pub struct Limits {
     config: BTreeMap<String, HostLimits>,
     hosts: Mutex<HashMap<String, Arc<HostGate>>>,
+    /// Live instances sharing each host's `rate`.
+    share: Arc<AtomicU32>,
 }
 
 impl Limits {
@@ -147,6 +157,19 @@ impl Limits {
         Limits {
             config: config.clone(),
             hosts: Mutex::new(HashMap::new()),
+            share: Arc::new(AtomicU32::new(1)),
+        }
+    }
+
+    /// Splits every host's `rate` between `instances` live instances (a shared store): each
+    /// spends that many cells of its budget per request.
+    pub fn set_share(&self, instances: usize) {
+        let n = u32::try_from(instances.max(1)).unwrap_or(u32::MAX);
+        if self.share.swap(n, Ordering::Relaxed) != n {
+            tracing::info!(
+                instances = n,
+                "host rate budgets split between live instances"
+            );
         }
     }
 
@@ -160,12 +183,13 @@ impl Limits {
             .filter(|k| self.config.contains_key(k))
             .unwrap_or(host.clone());
         let limits = self.config.get(&key).copied().unwrap_or_default();
+        let share = self.share.clone();
         let Ok(mut hosts) = self.hosts.lock() else {
-            return Arc::new(HostGate::new(key, limits));
+            return Arc::new(HostGate::shared(key, limits, share));
         };
         hosts
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(HostGate::new(key, limits)))
+            .or_insert_with(|| Arc::new(HostGate::shared(key, limits, share)))
             .clone()
     }
 }
@@ -206,7 +230,11 @@ impl Gate {
             until_ready(r).await;
         }
         if let Some(r) = &self.host.rate {
-            until_ready(r).await;
+            // With N instances sharing a store, each spends N cells per request: together
+            // they stay within the host's budget (design §8).
+            for _ in 0..self.host.share.load(Ordering::Relaxed).max(1) {
+                until_ready(r).await;
+            }
         }
         let permit = match &self.host.concurrency {
             Some(s) => s.clone().acquire_owned().await.ok(),

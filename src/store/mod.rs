@@ -613,6 +613,8 @@ pub struct Heartbeat {
     /// Sources that belong here but are still held by another live instance (it hands them
     /// over at its next heartbeat): the caller should beat again soon.
     pub waiting: usize,
+    /// Live instances sharing the store (this one included).
+    pub live: usize,
 }
 
 /// One instance sharing a store, as `/v1/cluster` lists it (design §8).
@@ -691,6 +693,7 @@ pub trait Backend: Send + Sync + 'static {
         Ok(Heartbeat {
             held: sources.iter().map(|s| (s.clone(), 0)).collect(),
             waiting: 0,
+            live: 1,
         })
     }
     /// Gives up leases whose tasks have stopped, recording when each source's next poll was

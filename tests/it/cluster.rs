@@ -730,3 +730,55 @@ fn sources_yaml(base: &str, n: usize) -> String {
         .map(|i| format!("  s{i}:\n    url: {base}/s/{i}\n    every: 200ms\n    jitter: 0%\n    key: /id\n    to: [agent, dead-end]\n    on_first_poll: emit\n"))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_a_host_budget() {
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w,
+        base,
+    }) = setup("instances_share_a_host_budget").await
+    else {
+        return;
+    };
+    const N: usize = 20;
+    // 20 sources every 100 ms want 200 requests/s; the host allows 10/s, for all instances.
+    let host = base.trim_start_matches("http://");
+    let limited = |name: &str| {
+        format!(
+            "hosts:\n  {host}:\n    rate: 10/1s\n{}",
+            yaml(&db, name, &base, N, "100ms", "3s")
+        )
+    };
+    let _fleet: Vec<KillOnDrop> = ["a", "b"]
+        .iter()
+        .map(|n| spawn(dir.path(), n, &limited(n)))
+        .collect();
+    wait_until(T, "sources spread over 2 instances", || async {
+        let l = leases(&db).await;
+        l.len() == 2 && l.values().sum::<usize>() == N
+    })
+    .await;
+    // Past the first heartbeats (the budget is split once both instances are live) and the
+    // limiters' initial bursts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let count = || {
+        w.lock()
+            .unwrap()
+            .polls
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+    };
+    let before = count();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sent = count() - before;
+    // 10/s for 5 s, plus a little for the window's edges; alone, each would send 10/s (100).
+    assert!(
+        sent <= 60,
+        "{sent} requests in 5 s against a shared budget of 10/s"
+    );
+    assert!(sent >= 25, "{sent} requests in 5 s: the budget is not used");
+}

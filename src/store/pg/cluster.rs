@@ -150,7 +150,11 @@ impl PgBackend {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
             .collect();
-        Ok(Heartbeat { held: run, waiting })
+        Ok(Heartbeat {
+            held: run,
+            waiting,
+            live: live.len().max(1),
+        })
     }
 
     /// Gives up leases (their tasks have stopped), recording each source's next due poll.
