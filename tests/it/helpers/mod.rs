@@ -58,6 +58,8 @@ pub struct Daemon {
     pub admin: String,
     token: CancellationToken,
     handle: Option<JoinHandle<Result<(), pollhook::daemon::DaemonError>>>,
+    /// More instances on the same PostgreSQL database (`POLLHOOK_TEST_INSTANCES`).
+    others: Vec<JoinHandle<Result<(), pollhook::daemon::DaemonError>>>,
 }
 
 impl Daemon {
@@ -68,10 +70,34 @@ impl Daemon {
 
     /// Starts a daemon with `yaml` in `dir` (keeps state across restarts).
     pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
-        let yaml = &for_store(dir.path(), yaml);
-        let path = dir.path().join("bridge.yaml");
+        let token = CancellationToken::new();
+        let (handle, admin) = Self::instance(dir.path(), yaml, 0, &token);
+        let others = (1..pg::instances())
+            .map(|k| Self::instance(dir.path(), yaml, k, &token).0)
+            .collect();
+        Daemon {
+            dir,
+            admin,
+            token,
+            handle: Some(handle),
+            others,
+        }
+    }
+
+    /// Starts instance `k` (0: the one whose admin API the tests call) in `dir`.
+    fn instance(
+        dir: &Path,
+        yaml: &str,
+        k: usize,
+        token: &CancellationToken,
+    ) -> (
+        JoinHandle<Result<(), pollhook::daemon::DaemonError>>,
+        String,
+    ) {
+        let yaml = &for_instance(dir, yaml, k);
+        let path = dir.join(config_name(k));
         std::fs::write(&path, yaml).expect("write config");
-        let config = config_in(dir.path(), yaml);
+        let config = config_in(dir, yaml);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind admin");
         let admin = format!("http://{}", listener.local_addr().expect("addr"));
         let env: pollhook::daemon::EnvLookup =
@@ -82,31 +108,29 @@ impl Daemon {
             admin_listener: Some(listener),
             jq_worker: Some(binary()),
         };
-        let token = CancellationToken::new();
         let handle = tokio::spawn(pollhook::daemon::run(config, options, token.clone()));
-        Daemon {
-            dir,
-            admin,
-            token,
-            handle: Some(handle),
-        }
+        (handle, admin)
     }
 
     /// Rewrites its config file (for reload tests).
     pub fn write_config(&self, yaml: &str) {
-        let yaml = for_store(self.dir.path(), yaml);
-        std::fs::write(self.dir.path().join("bridge.yaml"), yaml).expect("write config");
+        for k in 0..pg::instances() {
+            let text = for_instance(self.dir.path(), yaml, k);
+            std::fs::write(self.dir.path().join(config_name(k)), text).expect("write config");
+        }
     }
 
     /// Stops it (drain included) and returns its temp dir for inspection or a restart.
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.token.cancel();
         let handle = self.handle.take().expect("running");
-        tokio::time::timeout(Duration::from_secs(15), handle)
-            .await
-            .expect("daemon stops within 15 s")
-            .expect("daemon task joins")
-            .expect("daemon exits cleanly");
+        for handle in std::iter::once(handle).chain(self.others.drain(..)) {
+            tokio::time::timeout(Duration::from_secs(15), handle)
+                .await
+                .expect("daemon stops within 15 s")
+                .expect("daemon task joins")
+                .expect("daemon exits cleanly");
+        }
         let tmp = tempfile::tempdir().expect("temp dir");
         std::mem::replace(&mut self.dir, tmp)
     }
@@ -115,9 +139,23 @@ impl Daemon {
 /// `yaml` for the store this run tests: as written (redb), or with its `state:` replaced by
 /// the dir's PostgreSQL database (`POLLHOOK_TEST_STORE=postgres`).
 pub fn for_store(dir: &Path, yaml: &str) -> String {
-    match pg::enabled() {
-        true => pg::rewrite(yaml, dir, "3s", "test"),
-        false => yaml.to_owned(),
+    for_instance(dir, yaml, 0)
+}
+
+/// [`for_store`] for instance `k` of several on one database.
+fn for_instance(dir: &Path, yaml: &str, k: usize) -> String {
+    match (pg::enabled(), k) {
+        (true, 0) => pg::rewrite(yaml, dir, "3s", "test"),
+        (true, k) => pg::rewrite(yaml, dir, "3s", &format!("test-{k}")),
+        (false, _) => yaml.to_owned(),
+    }
+}
+
+/// The config file of instance `k`.
+fn config_name(k: usize) -> String {
+    match k {
+        0 => "bridge.yaml".into(),
+        k => format!("bridge-{k}.yaml"),
     }
 }
 

@@ -18,6 +18,17 @@ pub fn enabled() -> bool {
     std::env::var(STORE_ENV).is_ok_and(|v| v == "postgres")
 }
 
+/// How many instances each test daemon runs on PostgreSQL (`POLLHOOK_TEST_INSTANCES`, 1).
+pub fn instances() -> usize {
+    match enabled() {
+        true => std::env::var("POLLHOOK_TEST_INSTANCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        false => 1,
+    }
+}
+
 /// The running server.
 pub struct Server {
     /// Its TCP port on 127.0.0.1.
