@@ -59,7 +59,33 @@ pub async fn sources(State(s): State<AdminState>) -> Json<Value> {
 pub async fn source(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
     match s.registry.source(&name) {
         Some(status) => Json(status).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no source named {name:?}")),
+        None => elsewhere(&s, name, "no source named").await,
+    }
+}
+
+/// The answer for a source this instance does not run: on a shared store, 409 naming the
+/// instance that does (design §8); otherwise 404.
+async fn elsewhere(s: &AdminState, name: String, missing: &str) -> Response {
+    let lookup = name.clone();
+    let holder = match s.store.backend().lease() {
+        Some(_) => s
+            .store
+            .read(move |b| b.holder(&lookup))
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    match holder {
+        Some(instance) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!("source {name:?} runs on instance {instance:?}; ask that instance (see /v1/cluster)"),
+                "instance": instance,
+            })),
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("{missing} {name:?}")),
     }
 }
 
@@ -78,10 +104,7 @@ pub async fn source_action(
     let discard = query.discard.unwrap_or(false);
     let sender = s.controls.read().ok().and_then(|c| c.get(&name).cloned());
     let Some(sender) = sender else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no running source named {name:?}"),
-        );
+        return elsewhere(&s, name, "no running source named").await;
     };
     let sent = match action.as_str() {
         "poll" => {

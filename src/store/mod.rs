@@ -712,6 +712,10 @@ pub trait Backend: Send + Sync + 'static {
     fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
         Ok(Vec::new())
     }
+    /// The instance holding `source`'s lease now, if another one may (shared engines).
+    fn holder(&self, _source: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
     /// Gives up this instance's leases and claims (a clean stop), so others take over at once.
     fn step_down(&self) -> Result<(), StoreError> {
         Ok(())

@@ -782,3 +782,60 @@ async fn instances_share_a_host_budget() {
     );
     assert!(sent >= 25, "{sent} requests in 5 s: the budget is not used");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_names_the_one_that_runs_a_source() {
+    let Some(Setup {
+        _serial,
+        db,
+        dir,
+        w: _w,
+        base,
+    }) = setup("an_instance_names_the_one_that_runs_a_source").await
+    else {
+        return;
+    };
+    const N: usize = 8;
+    let ports = [crate::helpers::free_port(), crate::helpers::free_port()];
+    let _fleet: Vec<KillOnDrop> = ["a", "b"]
+        .iter()
+        .zip(ports)
+        .map(|(n, port)| {
+            let text = yaml(&db, n, &base, N, "1s", "3s").replace(
+                "admin:\n  listen: off",
+                &format!("admin:\n  listen: 127.0.0.1:{port}"),
+            );
+            spawn(dir.path(), n, &text)
+        })
+        .collect();
+    wait_until(T, "sources spread over 2 instances", || async {
+        let l = leases(&db).await;
+        l.len() == 2 && l.values().sum::<usize>() == N
+    })
+    .await;
+    let on_b = held_by(&db, "b").await[0];
+    let (a, b) = (
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("http://127.0.0.1:{}", ports[1]),
+    );
+    let (status, body) =
+        crate::helpers::admin("GET", &format!("{a}/v1/sources/s{on_b}"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["instance"], "b", "{body}");
+    let (status, body) =
+        crate::helpers::admin("POST", &format!("{a}/v1/sources/s{on_b}/poll"), None).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) =
+        crate::helpers::admin("POST", &format!("{b}/v1/sources/s{on_b}/poll"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = crate::helpers::admin("GET", &format!("{a}/v1/sources/nope"), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = crate::helpers::admin("GET", &format!("{a}/v1/cluster"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["store"], "postgres", "{body}");
+    assert_eq!(
+        body["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+}

@@ -258,6 +258,18 @@ impl PgBackend {
             .collect())
     }
 
+    pub(super) async fn read_holder(&self, source: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let found = client
+            .query_opt(
+                "SELECT instance FROM pollhook_leases WHERE source = $1 AND expires > now()",
+                &[&source],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(found.map(|r| r.get(0)))
+    }
+
     /// A clean stop: leases expire now, claims are freed, the instance leaves the list.
     pub(super) async fn release_all(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;

@@ -273,6 +273,10 @@ impl Backend for PgBackend {
         self.run(self.read_instances())
     }
 
+    fn holder(&self, source: &str) -> Result<Option<String>, StoreError> {
+        self.run(self.read_holder(source))
+    }
+
     fn step_down(&self) -> Result<(), StoreError> {
         self.run(self.release_all())
     }
