@@ -16,6 +16,7 @@ mod flood;
 mod fuzz_props;
 mod history;
 mod hostile;
+mod migration;
 mod ops;
 mod ordering;
 mod pagination;

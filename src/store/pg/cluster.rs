@@ -78,12 +78,12 @@ impl PgBackend {
             .filter(|s| owner(s, &live) == Some(self.instance.as_str()))
             .map(String::as_str)
             .collect();
-        // Renew everything held, including sources about to be handed over (their tasks stop
-        // first, then `release` gives them up).
+        // Keep the sources about to be handed over (their tasks stop first, then `release`
+        // gives them up); the ones that stay here are renewed with the take below.
         txn.execute(
             "UPDATE pollhook_leases SET expires = now() + $2::bigint * interval '1 millisecond'
-             WHERE instance = $1 AND expires > now()",
-            &[&self.instance, &lease],
+             WHERE instance = $1 AND expires > now() AND NOT (source = ANY($3))",
+            &[&self.instance, &lease, &mine],
         )
         .await
         .map_err(pg_err)?;
@@ -101,7 +101,7 @@ impl PgBackend {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        // Take what is free; a take-over raises the epoch. `next_due_ms` is left as the
+        // Renew what is held and take what is free; a take-over raises the epoch. `next_due_ms` is left as the
         // previous holder wrote it, so RETURNING shows when it meant to poll next.
         let rows = txn
             .query(

@@ -15,9 +15,11 @@
 mod cluster;
 mod dump;
 mod history;
+mod prune;
 mod read;
 mod replay;
 mod schema;
+mod settle;
 mod write;
 
 use std::collections::HashMap;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod pg;
 pub mod script;
 pub mod upstream;
