@@ -3,7 +3,6 @@
 //! committed is lost, duplicates are byte-identical, and nothing is invented.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, binary, serve, simple_yaml, terminate, wait_until};
+use crate::helpers::{run_binary, serve, simple_yaml, terminate, wait_until};
 
 const KEYS: u64 = 12;
 /// SIGKILL rounds; `POLLHOOK_KILL_ROUNDS=100 cargo test --release --test it sigkill` runs the
@@ -77,18 +76,6 @@ async fn receive(State(w): State<Shared>, headers: HeaderMap, body: Bytes) -> St
     }
 }
 
-fn spawn(config: &std::path::Path) -> Child {
-    Command::new(binary())
-        .args(["run", "-c"])
-        .arg(config)
-        .env("SECRET", SECRET)
-        .env("POLLHOOK_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pollhook")
-}
-
 /// SIGKILL at random moments, 20 rounds: every committed change is delivered, duplicates carry
 /// the same id and body, and every delivered item really existed upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +123,7 @@ async fn survives_sigkill_at_random_moments() {
 
     let rounds = rounds();
     for round in 0..rounds {
-        let mut child = spawn(&config);
+        let mut child = run_binary(&config);
         // The kill moment is the variable under test, not a synchronisation point.
         let alive_ms = 150 + (round as u64 * 7919) % 450;
         tokio::time::sleep(Duration::from_millis(alive_ms)).await;
@@ -147,7 +134,7 @@ async fn survives_sigkill_at_random_moments() {
     mutator.await.unwrap();
 
     // Final run: let everything drain, then stop it gracefully.
-    let mut child = spawn(&config);
+    let mut child = run_binary(&config);
     let final_items = world.lock().unwrap().items.clone();
     wait_until(
         Duration::from_secs(60),

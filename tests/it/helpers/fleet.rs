@@ -327,15 +327,5 @@ pub static ACCEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 
 /// Starts `pollhook run -c config`, logging errors only.
 pub fn run(config: &std::path::Path) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(binary())
-            .args(["run", "-c"])
-            .arg(config)
-            .env("SECRET", SECRET)
-            .env("POLLHOOK_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pollhook"),
-    )
+    KillOnDrop(super::run_binary(config))
 }

@@ -227,6 +227,19 @@ pub fn header(r: &Request, name: &str) -> String {
         .to_owned()
 }
 
+/// Starts the real binary as `pollhook run -c config` with `${SECRET}` set, logging errors only.
+pub fn run_binary(config: &Path) -> std::process::Child {
+    std::process::Command::new(binary())
+        .args(["run", "-c"])
+        .arg(config)
+        .env("SECRET", SECRET)
+        .env("POLLHOOK_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pollhook")
+}
+
 /// The real `pollhook` binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pollhook"))
