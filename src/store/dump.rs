@@ -16,11 +16,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+use super::chunks::{self, Entry, ITEM_CHUNKS};
 use super::codec::{decode_row, encode_row};
 use super::history::{EVENT_SEQS, HISTORY, HISTORY_BODY};
 use super::redb::{
-    DEAD, FLOORS, ITEM_DATA, ITEMS, OUTBOX, REMOVED, RedbBackend, SOURCES, be, meta_table,
-    next_seq_key,
+    DEAD, FLOORS, OUTBOX, REMOVED, RedbBackend, SOURCES, be, meta_table, next_seq_key,
 };
 use super::{HistoryRecord, OutboxRow, SourceMeta, StoreError};
 
@@ -147,18 +147,17 @@ impl RedbBackend {
                 removed_ms,
             })?;
         }
-        let data = txn.open_table(ITEM_DATA).map_err(be)?;
-        for entry in txn.open_table(ITEMS).map_err(be)?.iter().map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let (source, key) = k.value();
-            let bytes = data.get((source, key)).map_err(be)?.map(|d| enc(d.value()));
-            sink(Dump::Item {
-                source: source.to_owned(),
-                key: key.to_owned(),
-                state: enc(v.value()),
-                data: bytes,
-            })?;
-        }
+        chunks::for_each(
+            &txn.open_table(ITEM_CHUNKS).map_err(be)?,
+            &mut |source, e| {
+                sink(Dump::Item {
+                    source: source.to_owned(),
+                    key: e.key,
+                    state: enc(&e.state),
+                    data: e.data.as_deref().map(enc),
+                })
+            },
+        )?;
         for (table, dead) in [(OUTBOX, false), (DEAD, true)] {
             for entry in txn.open_table(table).map_err(be)?.iter().map_err(be)? {
                 let (_, v) = entry.map_err(be)?;
@@ -204,8 +203,7 @@ impl RedbBackend {
             let mut sources = txn.open_table(SOURCES).map_err(be)?;
             let mut floors = txn.open_table(FLOORS).map_err(be)?;
             let mut removed = txn.open_table(REMOVED).map_err(be)?;
-            let mut items = txn.open_table(ITEMS).map_err(be)?;
-            let mut data = txn.open_table(ITEM_DATA).map_err(be)?;
+            let mut items: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
             let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
             let mut dead = txn.open_table(DEAD).map_err(be)?;
             let mut history = txn.open_table(HISTORY).map_err(be)?;
@@ -241,11 +239,11 @@ impl RedbBackend {
                         state,
                         data: bytes,
                     } => {
-                        let k = (source.as_str(), key.as_str());
-                        items.insert(k, dec(state)?.as_slice()).map_err(be)?;
-                        if let Some(b) = bytes {
-                            data.insert(k, dec(b)?.as_slice()).map_err(be)?;
-                        }
+                        items.entry(source).or_default().push(Entry {
+                            key: key.clone(),
+                            state: dec(state)?,
+                            data: bytes.as_deref().map(dec).transpose()?,
+                        });
                     }
                     Dump::Outbox { row, body } | Dump::Dead { row, body } => {
                         let row = with_body(row.clone(), body)?;
@@ -274,6 +272,9 @@ impl RedbBackend {
                     }
                     Dump::NextSeq { value } => next_seq = next_seq.max(*value),
                 }
+            }
+            for (source, all) in items {
+                chunks::replace(&txn, source, all)?;
             }
             txn.open_table(meta_table())
                 .map_err(be)?

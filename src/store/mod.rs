@@ -14,6 +14,7 @@
 //!   read transactions, writes on the writer thread.
 
 mod backend;
+mod chunks;
 mod codec;
 mod dump;
 mod history;

@@ -9,8 +9,8 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
-use super::codec::{decode_item, deleted_at, encode_item};
-use super::redb::{FLOORS, ITEM_DATA, ITEMS, REMOVED, SOURCES, be};
+use super::chunks;
+use super::redb::{FLOORS, REMOVED, SOURCES, be};
 
 /// Deletes `source`'s tombstones written before `before_ms`; returns how many.
 pub(super) fn tombstones(
@@ -19,49 +19,13 @@ pub(super) fn tombstones(
     before_ms: i64,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    let mut items = txn.open_table(ITEMS).map_err(be)?;
-    let mut doomed = Vec::new();
-    let mut unstamped = Vec::new();
-    let mut floor = 0u64;
-    for entry in items.range((source, "")..).map_err(be)? {
-        let (k, v) = entry.map_err(be)?;
-        let (src, key) = k.value();
-        if src != source {
-            break;
-        }
-        let state = decode_item(v.value())?;
-        if !state.deleted {
-            continue;
-        }
-        match deleted_at(v.value()) {
-            Some(at) if at < before_ms => {
-                floor = floor.max(state.revision);
-                doomed.push(key.to_owned());
-            }
-            Some(_) => {}
-            None => unstamped.push((key.to_owned(), state)),
-        }
-    }
-    // Tombstones written before their time was recorded start their TTL now.
-    for (key, state) in &unstamped {
-        items
-            .insert(
-                (source, key.as_str()),
-                encode_item(state, Some(now_ms)).as_slice(),
-            )
-            .map_err(be)?;
-    }
-    let mut data = txn.open_table(ITEM_DATA).map_err(be)?;
-    for key in &doomed {
-        items.remove((source, key.as_str())).map_err(be)?;
-        data.remove((source, key.as_str())).map_err(be)?;
-    }
+    let (pruned, floor) = chunks::prune_tombstones(txn, source, before_ms, now_ms)?;
     if floor > 0 {
         let mut floors = txn.open_table(FLOORS).map_err(be)?;
         let old = floors.get(source).map_err(be)?.map_or(0, |v| v.value());
         floors.insert(source, old.max(floor)).map_err(be)?;
     }
-    Ok(doomed.len())
+    Ok(pruned)
 }
 
 /// Marks stored sources missing from `present` as removed since `now_ms` (once), and unmarks
@@ -102,28 +66,11 @@ pub(super) fn drop_removed(txn: &WriteTransaction, before_ms: i64) -> Result<usi
             doomed.push(k.value().to_owned());
         }
     }
-    let mut items = txn.open_table(ITEMS).map_err(be)?;
-    let mut data = txn.open_table(ITEM_DATA).map_err(be)?;
     let mut sources = txn.open_table(SOURCES).map_err(be)?;
     let mut floors = txn.open_table(FLOORS).map_err(be)?;
     for name in &doomed {
         let source = name.as_str();
-        let keys: Vec<String> = {
-            let mut keys = Vec::new();
-            for entry in items.range((source, "")..).map_err(be)? {
-                let (k, _) = entry.map_err(be)?;
-                let (src, key) = k.value();
-                if src != source {
-                    break;
-                }
-                keys.push(key.to_owned());
-            }
-            keys
-        };
-        for key in &keys {
-            items.remove((source, key.as_str())).map_err(be)?;
-            data.remove((source, key.as_str())).map_err(be)?;
-        }
+        chunks::remove_source(txn, source)?;
         sources.remove(source).map_err(be)?;
         floors.remove(source).map_err(be)?;
         removed.remove(source).map_err(be)?;

@@ -1,8 +1,9 @@
 //! The redb implementation of [`Backend`]: every table, key encoding and the schema version.
 //!
 //! Tables: `meta` (schema version, next outbox seq), `sources` (per-source metadata),
-//! `items` and `item_data` keyed by (source, item key), `outbox` and `dead` keyed by seq; the
-//! delivery log's tables are in `history.rs`, resend and replay in `replay.rs`.
+//! `item_chunks` and `item_layout` (items, packed per source: `chunks.rs`), `outbox` and `dead`
+//! keyed by seq; the delivery log's tables are in `history.rs`, resend and replay in
+//! `replay.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::codec::{decode_header, decode_item, decode_row, encode_item, encode_row};
+use super::chunks::{self, ITEM_CHUNKS, ITEM_LAYOUT};
+use super::codec::{decode_header, decode_row, encode_row};
 use super::history::{self, EVENT_SEQS, HISTORY, HISTORY_BODY};
 use super::prune;
 use super::{
@@ -20,13 +22,11 @@ use super::{
 };
 
 /// Schema version this build writes. Bump it with a migration in [`RedbBackend::open`].
-pub const SCHEMA_VERSION: u64 = 1;
+/// 1: one `items` and one `item_data` row per item; 2: items packed in chunks (`chunks.rs`).
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
-pub(super) const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
-pub(super) const ITEM_DATA: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("item_data");
 /// Per source: the highest revision among its pruned tombstones.
 pub(super) const FLOORS: TableDefinition<&str, u64> = TableDefinition::new("floors");
 /// Per stored source missing from the config: since when, unix ms.
@@ -91,14 +91,19 @@ impl RedbBackend {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
+                Some(SCHEMA_VERSION) => {}
+                Some(_) => {
+                    let moved = chunks::migrate_v1(&txn)?;
+                    tracing::info!(items = moved, "state file migrated to schema version 2");
+                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION).map_err(be)?;
+                }
                 None => {
                     meta.insert(KEY_SCHEMA, SCHEMA_VERSION).map_err(be)?;
                 }
             }
             txn.open_table(SOURCES).map_err(be)?;
-            txn.open_table(ITEMS).map_err(be)?;
-            txn.open_table(ITEM_DATA).map_err(be)?;
+            txn.open_table(ITEM_CHUNKS).map_err(be)?;
+            txn.open_table(ITEM_LAYOUT).map_err(be)?;
             txn.open_table(FLOORS).map_err(be)?;
             txn.open_table(REMOVED).map_err(be)?;
             txn.open_table(OUTBOX).map_err(be)?;
@@ -133,18 +138,7 @@ impl RedbBackend {
             .map_err(be)?
             .insert(c.source.as_str(), meta.as_slice())
             .map_err(be)?;
-        let mut items = txn.open_table(ITEMS).map_err(be)?;
-        let mut data = txn.open_table(ITEM_DATA).map_err(be)?;
-        for w in &c.items {
-            let k = (c.source.as_str(), w.key.as_str());
-            items
-                .insert(k, encode_item(&w.state, Some(c.now_ms)).as_slice())
-                .map_err(be)?;
-            if let Some(bytes) = &w.data {
-                data.insert(k, bytes.as_slice()).map_err(be)?;
-            }
-        }
-        drop((items, data));
+        chunks::write(txn, &c.source, &c.items, c.now_ms)?;
         self.insert_events(txn, c, next_seq)
     }
 
@@ -279,7 +273,6 @@ impl RedbBackend {
     ) -> Result<WriteResult, StoreError> {
         let mut dead = txn.open_table(DEAD).map_err(be)?;
         let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
-        let items = txn.open_table(ITEMS).map_err(be)?;
         let mut superseded = Vec::new();
         let wanted: Vec<u64> = match seqs {
             Some(list) => list.to_vec(),
@@ -293,13 +286,8 @@ impl RedbBackend {
             let Some(mut row) = read_row(&dead, seq)? else {
                 continue;
             };
-            let current = match items
-                .get((row.source.as_str(), row.key.as_str()))
-                .map_err(be)?
-            {
-                Some(v) => decode_item(v.value())?.revision,
-                None => row.revision,
-            };
+            let current =
+                chunks::state_of(txn, &row.source, &row.key)?.map_or(row.revision, |s| s.revision);
             if current > row.revision {
                 superseded.push(Superseded {
                     seq,
@@ -468,16 +456,7 @@ impl Backend for RedbBackend {
             })?,
             None => SourceMeta::default(),
         };
-        let table = txn.open_table(ITEMS).map_err(be)?;
-        let mut items = HashMap::new();
-        for entry in table.range((source, "")..).map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let (src, key) = k.value();
-            if src != source {
-                break;
-            }
-            items.insert(key.to_owned(), decode_item(v.value())?);
-        }
+        let items = chunks::states(&txn.open_table(ITEM_CHUNKS).map_err(be)?, source)?;
         let revision_floor = txn
             .open_table(FLOORS)
             .map_err(be)?
@@ -499,14 +478,13 @@ impl Backend for RedbBackend {
         keys: &[&str],
     ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(ITEM_DATA).map_err(be)?;
-        let mut out = HashMap::new();
-        for key in keys {
-            if let Some(v) = table.get((source, *key)).map_err(be)? {
-                out.insert((*key).to_owned(), v.value().to_vec());
-            }
-        }
-        Ok(out)
+        let bits = chunks::bits_of(&txn.open_table(ITEM_LAYOUT).map_err(be)?, source)?;
+        chunks::data(
+            &txn.open_table(ITEM_CHUNKS).map_err(be)?,
+            bits,
+            source,
+            keys,
+        )
     }
 
     fn pending(&self) -> Result<Vec<OutboxRow>, StoreError> {
