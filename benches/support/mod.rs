@@ -27,9 +27,21 @@ pub fn env_number(name: &str, default: usize) -> usize {
 }
 
 /// Starts the real `pollhook run -c config`, logging at `level` and above on stderr.
+/// `BENCH_WRAP` (for example `heaptrack -o /tmp/ph`) runs the daemon under a profiler; the
+/// figures read from `/proc` are then the wrapper's.
 pub fn spawn_daemon(config: &std::path::Path, level: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pollhook"))
-        .args(["run", "-c"])
+    let bin = env!("CARGO_BIN_EXE_pollhook");
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(first) => {
+            let mut c = std::process::Command::new(first);
+            c.args(words).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    cmd.args(["run", "-c"])
         .arg(config)
         .env("POLLHOOK_LOG", level)
         .stdout(std::process::Stdio::null())
