@@ -3,7 +3,8 @@
 //! `SCALE_ROLE=upstream`) so the daemon's own CPU is what is reported. Everything on loopback;
 //! bounded in time.
 //!
-//! `cargo bench --bench scale` (env: SCALE_SOURCES=10000, SCALE_ITEMS=100, SCALE_SECONDS=60).
+//! `cargo bench --bench scale` (env: SCALE_SOURCES=10000, SCALE_ITEMS=100, SCALE_SECONDS=60;
+//! SCALE_NOTES=random gives every item 60 hex digits of noise, JSON that compresses poorly).
 //!
 //! Phases: first run from an empty state (baseline of every source), a steady window where the
 //! upstream answers `If-None-Match` (≈ 99 % 304s), a window where it ignores it (200s whose items
@@ -78,10 +79,21 @@ mod upstream {
             .map(|(i, r)| {
                 json!({"id": i, "source": source, "rev": r.0, "changed_at_ms": r.1,
                 "title": format!("item {i} of source {source}"), "state": "open",
-                "note": "lorem ipsum dolor sit amet consectetur adipiscing elit sed do"})
+                "note": note(source, i, r.0)})
             })
             .collect();
         Bytes::from(serde_json::to_vec(&items).unwrap())
+    }
+
+    /// 60 characters: a fixed phrase, or with `SCALE_NOTES=random` 60 hex digits derived from the
+    /// item and its revision (JSON that LZ4 cannot shrink much, for the state file's worst case).
+    fn note(source: usize, item: usize, rev: u64) -> String {
+        if std::env::var("SCALE_NOTES").as_deref() != Ok("random") {
+            return "lorem ipsum dolor sit amet consectetur adipiscing elit sed do".into();
+        }
+        let seed = format!("{source}/{item}/{rev}");
+        let h = blake3::hash(seed.as_bytes()).to_hex();
+        h.as_str()[..60].to_owned()
     }
 
     fn tagged(body: Bytes) -> (Bytes, String) {
