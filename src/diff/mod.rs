@@ -24,6 +24,19 @@ pub struct ItemState {
     pub deleted: bool,
 }
 
+#[cfg(test)]
+impl ItemState {
+    /// A state for tests: no version, the hash the revision's low byte repeated.
+    pub(crate) fn sample(revision: u64, deleted: bool) -> Self {
+        ItemState {
+            revision,
+            hash: ContentHash([revision as u8; 32]),
+            version: None,
+            deleted,
+        }
+    }
+}
+
 /// Kind of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {

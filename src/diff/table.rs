@@ -284,12 +284,7 @@ mod tests {
     use super::*;
 
     fn state(revision: u64, deleted: bool) -> ItemState {
-        ItemState {
-            revision,
-            hash: ContentHash([revision as u8; 32]),
-            version: None,
-            deleted,
-        }
+        ItemState::sample(revision, deleted)
     }
 
     #[test]

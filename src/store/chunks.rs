@@ -500,16 +500,10 @@ mod tests {
     use redb::{Database, ReadableDatabase};
 
     use super::*;
-    use crate::extract::ContentHash;
     use crate::store::{Backend, ItemWrite, RedbBackend};
 
     fn state(revision: u64, deleted: bool) -> ItemState {
-        ItemState {
-            revision,
-            hash: ContentHash([revision as u8; 32]),
-            version: None,
-            deleted,
-        }
+        ItemState::sample(revision, deleted)
     }
 
     fn write_of(key: &str, revision: u64, data: Option<&str>) -> ItemWrite {
