@@ -116,7 +116,7 @@ pub struct Poller {
     /// item bytes stand for the stored content.
     items: ItemTable,
     /// Fingerprint of the last body processed successfully.
-    last_body: Option<blake3::Hash>,
+    last_body: Option<u128>,
     /// The source's and its host's request budgets.
     gate: Gate,
     /// Fingerprint of the extraction settings, computed once.

@@ -115,12 +115,11 @@ pub fn legacy_settings_fingerprint(source: &Source) -> String {
 }
 
 /// Fingerprint of one body under the current settings.
-pub fn body_fingerprint(settings: &str, body: &[u8]) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(settings.as_bytes());
-    h.update(&[0]);
-    h.update(body);
-    h.finalize()
+pub fn body_fingerprint(settings: &str, body: &[u8]) -> u128 {
+    // XXH3-128, as for each item's bytes (`extract::KnownBytes`): it runs at memory speed, and
+    // it guards against accidents, not against an upstream hiding its own change from us.
+    let seed = xxhash_rust::xxh3::xxh3_64(settings.as_bytes());
+    xxhash_rust::xxh3::xxh3_128_with_seed(body, seed)
 }
 
 /// Parses `body` and diffs it against `stored` (`baseline`: the stored state does not come from
