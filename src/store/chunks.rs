@@ -90,6 +90,29 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
 
 /// Inverse of [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, StoreError> {
+    let mut entries = Vec::new();
+    visit(bytes, &mut |key, state, data| {
+        entries.push(Entry {
+            key: key.to_owned(),
+            state: state.to_vec(),
+            data: data.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
+thread_local! {
+    /// The decompressed bytes of the chunk being read (reused: a start-up reads every chunk).
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What [`visit`] calls with each entry: key, state, data.
+type Visitor<'f> = dyn FnMut(&str, &[u8], Option<&[u8]>) -> Result<(), StoreError> + 'f;
+
+/// Calls `f` with each entry of a stored chunk, borrowed: readers that need a few fields copy
+/// only those.
+fn visit(bytes: &[u8], f: &mut Visitor<'_>) -> Result<(), StoreError> {
     if bytes.first() != Some(&FORMAT) {
         return Err(corrupt("unknown chunk format"));
     }
@@ -101,29 +124,36 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, StoreError> {
     if len > MAX_RAW {
         return Err(corrupt(format!("chunk claims {len} bytes")));
     }
-    let raw = lz4_flex::block::decompress(&bytes[5..], len).map_err(|e| corrupt(e.to_string()))?;
-    if raw.len() != len {
-        return Err(corrupt(format!(
-            "chunk holds {} bytes, not {len}",
-            raw.len()
-        )));
-    }
-    let mut r = Reader(&raw);
-    let mut entries = Vec::new();
-    while !r.0.is_empty() {
-        let n = r.len()?;
-        let key = std::str::from_utf8(r.take(n)?)
-            .map_err(|_| corrupt("key is not UTF-8"))?
-            .to_owned();
-        let n = r.len()?;
-        let state = r.take(n)?.to_vec();
-        let data = match r.len()? {
-            0 => None,
-            n => Some(r.take(n - 1)?.to_vec()),
-        };
-        entries.push(Entry { key, state, data });
-    }
-    Ok(entries)
+    RAW.with_borrow_mut(|raw| {
+        raw.clear();
+        raw.resize(len, 0);
+        let n = lz4_flex::block::decompress_into(&bytes[5..], raw)
+            .map_err(|e| corrupt(e.to_string()))?;
+        if n != len {
+            return Err(corrupt(format!("chunk holds {n} bytes, not {len}")));
+        }
+        let mut r = Reader(raw);
+        let result = (|| {
+            while !r.0.is_empty() {
+                let n = r.len()?;
+                let key =
+                    std::str::from_utf8(r.take(n)?).map_err(|_| corrupt("key is not UTF-8"))?;
+                let n = r.len()?;
+                let state = r.take(n)?;
+                let data = match r.len()? {
+                    0 => None,
+                    n => Some(r.take(n - 1)?),
+                };
+                f(key, state, data)?;
+            }
+            Ok(())
+        })();
+        // A rare large chunk does not keep its buffer for the life of the thread.
+        if raw.capacity() > 1 << 20 {
+            *raw = Vec::new();
+        }
+        result
+    })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -192,20 +222,15 @@ fn chunk_ids(chunks: &Chunks<'_>, source: &str) -> Result<Vec<u32>, StoreError> 
     Ok(ids)
 }
 
-/// Every entry of `source` (`with_data: false` leaves `data` empty).
-pub(super) fn entries<T>(table: &T, source: &str, with_data: bool) -> Result<Vec<Entry>, StoreError>
+/// Every entry of `source`.
+pub(super) fn entries<T>(table: &T, source: &str) -> Result<Vec<Entry>, StoreError>
 where
     T: ReadableTable<(&'static str, u32), &'static [u8]>,
 {
     let mut out = Vec::new();
     for entry in table.range((source, 0)..=(source, u32::MAX)).map_err(be)? {
         let (_, v) = entry.map_err(be)?;
-        out.extend(decode(v.value())?.into_iter().map(|mut e| {
-            if !with_data {
-                e.data = None;
-            }
-            e
-        }));
+        out.extend(decode(v.value())?);
     }
     Ok(out)
 }
@@ -218,10 +243,15 @@ pub(super) fn states<T>(
 where
     T: ReadableTable<(&'static str, u32), &'static [u8]>,
 {
-    entries(table, source, false)?
-        .into_iter()
-        .map(|e| Ok((e.key, decode_item(&e.state)?)))
-        .collect()
+    let mut out = std::collections::HashMap::new();
+    for entry in table.range((source, 0)..=(source, u32::MAX)).map_err(be)? {
+        let (_, v) = entry.map_err(be)?;
+        visit(v.value(), &mut |key, state, _| {
+            out.insert(key.to_owned(), decode_item(state)?);
+            Ok(())
+        })?;
+    }
+    Ok(out)
 }
 
 /// The stored JSON of `keys` (those that have some).
@@ -243,14 +273,12 @@ where
         let Some(v) = table.get((source, id)).map_err(be)? else {
             continue;
         };
-        let entries = decode(v.value())?;
-        for key in keys {
-            if let Ok(i) = entries.binary_search_by(|e| e.key.as_str().cmp(key))
-                && let Some(d) = &entries[i].data
-            {
-                out.insert(key.to_owned(), d.clone());
+        visit(v.value(), &mut |key, _, data| {
+            if let Some(d) = data.filter(|_| keys.contains(&key)) {
+                out.insert(key.to_owned(), d.to_vec());
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(out)
 }
@@ -314,7 +342,7 @@ pub(super) fn write(
             .map_err(be)?;
     }
     if bits_for(count) > bits {
-        let all = entries(&chunks, source, true)?;
+        let all = entries(&chunks, source)?;
         return put_all(txn, &mut chunks, source, all);
     }
     set_layout(txn, source, bits, count)
