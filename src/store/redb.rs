@@ -478,7 +478,7 @@ impl Backend for RedbBackend {
         keys: &[&str],
     ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
-        let bits = chunks::bits_of(&txn.open_table(ITEM_LAYOUT).map_err(be)?, source)?;
+        let (bits, _) = chunks::layout_in(&txn.open_table(ITEM_LAYOUT).map_err(be)?, source)?;
         chunks::data(
             &txn.open_table(ITEM_CHUNKS).map_err(be)?,
             bits,
