@@ -1,31 +1,39 @@
 //! The in-memory item state of one source: per item only what the steady-state diff needs, in
-//! a fixed 72-byte slot and two 4-byte index entries, never the key, version or JSON text.
+//! a fixed 48-byte slot and two 4-byte index entries, never the key, version or JSON text.
 //!
 //! Design notes:
-//! - A slot holds the key's hash (BLAKE3, 128 bits: two keys never meet by accident or by an
-//!   upstream's design), the revision, the first 16 bytes of the content hash (the stored row
-//!   keeps all 32), a 64-bit tag of the `version` value, and the XXH3-128 of the bytes the stored
-//!   content came from (`extract::KnownBytes`).
+//! - A slot holds the key's hash (64-bit SipHash-1-3 under a key drawn at random when the process
+//!   starts: an upstream cannot aim two of its keys at one slot, since it never learns the hash
+//!   key, and by accident two of a source's keys meet with odds of n²/2⁶⁵), the revision with the
+//!   two flags in its top bits, the first 16 bytes of the content hash (the stored row keeps all
+//!   32; this is what decides "changed", so it stays 128 bits of a cryptographic hash), a 64-bit
+//!   tag of the `version` value, and the seeded XXH3-64 of the bytes the stored content came
+//!   from (`extract::KnownBytes`).
+//! - Nothing here is persisted: the table is rebuilt from the store when the task starts, so the
+//!   per-process hash keys never have to match anything written earlier.
 //! - Keys are needed only to name deleted items; the caller supplies them from the store when a
 //!   poll finds a deletion, which is rare. Item JSON (`previous`, `changes`, deleted payloads)
 //!   is read from the store for changed items only.
 //! - Slots are never removed while the task runs (a deleted item keeps its tombstone's revision
 //!   until the store prunes it and the task restarts), so indices into `slots` are stable.
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::LazyLock;
+
 use hashbrown::HashTable;
 
 use super::ItemState;
 use crate::extract::{ContentHash, KnownBytes, RawHash};
 
-/// An item key's hash.
-pub type KeyHash = u128;
+/// An item key's hash (in this process only: see the module notes).
+pub type KeyHash = u64;
+
+/// SipHash-1-3 keys drawn once per process.
+static KEY_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 /// The hash identifying `key` in a table.
 pub fn key_hash(key: &str) -> KeyHash {
-    let h = blake3::hash(key.as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.as_bytes()[..16]);
-    u128::from_le_bytes(b)
+    KEY_HASHER.hash_one(key)
 }
 
 /// The tag of a `version` value: 0 for none, else its XXH3-64 (never 0).
@@ -53,45 +61,62 @@ pub struct Prior {
     pub hash: [u8; 16],
 }
 
-/// 72 bytes: the fields of a [`Prior`], flattened so no padding is spent on it.
+/// Flags in the top bits of [`Slot::word`]; revisions never come near 2⁶² (a change a
+/// nanosecond for a century is 2⁶¹).
+const DELETED: u64 = 1 << 63;
+const HAS_RAW: u64 = 1 << 62;
+const REVISION: u64 = HAS_RAW - 1;
+
+/// 48 bytes: the fields of a [`Prior`] and the raw-bytes hash, the flags packed into the revision.
 #[derive(Clone, Copy)]
 struct Slot {
-    key: [u64; 2],
-    raw: [u64; 2],
+    key: KeyHash,
+    raw: RawHash,
     hash: [u8; 16],
-    revision: u64,
+    /// Revision, [`DELETED`] and [`HAS_RAW`].
+    word: u64,
     version: u64,
-    deleted: bool,
-    has_raw: bool,
 }
 
 impl Slot {
+    fn deleted(&self) -> bool {
+        self.word & DELETED != 0
+    }
+
+    fn has_raw(&self) -> bool {
+        self.word & HAS_RAW != 0
+    }
+
+    fn set_flag(&mut self, flag: u64, on: bool) {
+        self.word = if on {
+            self.word | flag
+        } else {
+            self.word & !flag
+        };
+    }
+
     fn prior(&self) -> Prior {
         Prior {
-            revision: self.revision,
-            deleted: self.deleted,
+            revision: self.word & REVISION,
+            deleted: self.deleted(),
             version: self.version,
             hash: self.hash,
         }
     }
 
     fn set_prior(&mut self, p: Prior) {
-        self.revision = p.revision;
-        self.deleted = p.deleted;
+        assert!(
+            p.revision <= REVISION,
+            "revision {} out of range",
+            p.revision
+        );
+        self.word = (self.word & HAS_RAW) | p.revision | if p.deleted { DELETED } else { 0 };
         self.version = p.version;
         self.hash = p.hash;
     }
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 72);
-
-fn split(h: u128) -> [u64; 2] {
-    [h as u64, (h >> 64) as u64]
-}
-
-fn join(p: [u64; 2]) -> u128 {
-    u128::from(p[0]) | (u128::from(p[1]) << 64)
-}
+const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
 /// One source's item state in memory (see the module notes).
 #[derive(Default)]
@@ -127,7 +152,7 @@ impl ItemTable {
             t.set(key, state);
         }
         t.slots.shrink_to_fit();
-        t.by_key.shrink_to_fit(|i| t.slots[*i as usize].key[0]);
+        t.by_key.shrink_to_fit(|i| t.slots[*i as usize].key);
         t
     }
 
@@ -152,9 +177,8 @@ impl ItemTable {
     }
 
     fn slot(&self, key: KeyHash) -> Option<u32> {
-        let k = split(key);
         self.by_key
-            .find(k[0], |i| self.slots[*i as usize].key == k)
+            .find(key, |i| self.slots[*i as usize].key == key)
             .copied()
     }
 
@@ -166,11 +190,10 @@ impl ItemTable {
 
     /// The slot whose stored content came from bytes hashing to `raw`.
     pub fn slot_of_raw(&self, raw: RawHash) -> Option<u32> {
-        let r = split(raw);
         self.by_raw
-            .find(r[0], |i| {
+            .find(raw, |i| {
                 let s = &self.slots[*i as usize];
-                s.has_raw && s.raw == r
+                s.has_raw() && s.raw == raw
             })
             .copied()
     }
@@ -189,22 +212,19 @@ impl ItemTable {
             None => {
                 let i = u32::try_from(self.slots.len()).expect("under 4 billion items per source");
                 self.slots.push(Slot {
-                    key: split(k),
-                    raw: [0, 0],
+                    key: k,
+                    raw: 0,
                     hash: prior.hash,
-                    revision: prior.revision,
+                    word: DELETED,
                     version: prior.version,
-                    deleted: true,
-                    has_raw: false,
                 });
                 let slots = &self.slots;
-                self.by_key
-                    .insert_unique(split(k)[0], i, |j| slots[*j as usize].key[0]);
+                self.by_key.insert_unique(k, i, |j| slots[*j as usize].key);
                 i
             }
         };
         let slot = &mut self.slots[i as usize];
-        let was_deleted = slot.deleted;
+        let was_deleted = slot.deleted();
         slot.set_prior(prior);
         match (was_deleted, state.deleted) {
             (true, false) => self.live += 1,
@@ -226,24 +246,23 @@ impl ItemTable {
         if let Some(other) = self.slot_of_raw(raw) {
             self.forget_raw(other);
         }
-        let r = split(raw);
         let slot = &mut self.slots[i as usize];
-        slot.raw = r;
-        slot.has_raw = true;
+        slot.raw = raw;
+        slot.set_flag(HAS_RAW, true);
         let slots = &self.slots;
         self.by_raw
-            .insert_unique(r[0], i, |j| slots[*j as usize].raw[0]);
+            .insert_unique(raw, i, |j| slots[*j as usize].raw);
     }
 
     fn forget_raw(&mut self, i: u32) {
         let slot = self.slots[i as usize];
-        if !slot.has_raw {
+        if !slot.has_raw() {
             return;
         }
-        if let Ok(e) = self.by_raw.find_entry(slot.raw[0], |j| *j == i) {
+        if let Ok(e) = self.by_raw.find_entry(slot.raw, |j| *j == i) {
             e.remove();
         }
-        self.slots[i as usize].has_raw = false;
+        self.slots[i as usize].set_flag(HAS_RAW, false);
     }
 
     /// The live items that are neither one of `keys` nor recognised by their bytes (`known`),
@@ -262,8 +281,8 @@ impl ItemTable {
         self.slots
             .iter()
             .zip(present)
-            .filter(|(s, present)| !s.deleted && !present)
-            .map(|(s, _)| (join(s.key), s.prior()))
+            .filter(|(s, present)| !s.deleted() && !present)
+            .map(|(s, _)| (s.key, s.prior()))
             .collect()
     }
 }
@@ -275,7 +294,7 @@ impl KnownBytes for ItemTable {
 
     fn raw_of(&self, key: &str) -> Option<RawHash> {
         let s = &self.slots[self.slot(key_hash(key))? as usize];
-        s.has_raw.then(|| join(s.raw))
+        s.has_raw().then_some(s.raw)
     }
 }
 
@@ -331,5 +350,30 @@ mod tests {
         let gone = t.live_absent(["a"].into_iter(), &[9]);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, key_hash("c"));
+    }
+
+    #[test]
+    fn flags_and_large_revisions_share_a_word() {
+        let mut t = ItemTable::default();
+        let big = 1u64 << 61;
+        t.set("a", &state(big, false));
+        t.record_raw("a", 5);
+        assert_eq!(
+            t.get("a").map(|p| (p.revision, p.deleted)),
+            Some((big, false))
+        );
+        assert_eq!(
+            t.raw_of("a"),
+            Some(5),
+            "a new revision keeps the bytes flag"
+        );
+        t.set("a", &state(big + 1, false));
+        assert_eq!(t.raw_of("a"), Some(5));
+        t.set("a", &state(big + 2, true));
+        assert_eq!(
+            t.get("a").map(|p| (p.revision, p.deleted)),
+            Some((big + 2, true))
+        );
+        assert_eq!(t.raw_of("a"), None);
     }
 }

@@ -6,14 +6,21 @@
 //! from exactly those bytes, and updates it only after a poll succeeded; a failed poll leaves it
 //! untouched. Extraction only asks through [`KnownBytes`].
 
-/// XXH3-128 of an item's raw bytes as served. Not a security boundary: it only lets a poll skip
-/// parsing items whose bytes are identical to last time (the upstream controls those bytes
-/// anyway); content hashes and event ids use BLAKE3 and SHA-256.
-pub type RawHash = u128;
+use std::sync::LazyLock;
+
+/// XXH3-64 of an item's raw bytes as served, seeded at random when the process starts (nothing
+/// stores it: item tables are rebuilt at start). It only lets a poll skip parsing items whose
+/// bytes are identical to last time; content hashes and event ids use BLAKE3 and SHA-256.
+/// Bytes recognised by mistake would hide a change of that item, so the seed keeps anyone who
+/// writes into an upstream from aiming new bytes at old ones (they never learn it), and by
+/// accident a changed item meets one of a source's n recorded hashes with odds of n/2⁶⁴.
+pub type RawHash = u64;
+
+static SEED: LazyLock<u64> = LazyLock::new(rand::random);
 
 /// Hash of raw item bytes.
 pub fn raw_hash(bytes: &[u8]) -> RawHash {
-    xxhash_rust::xxh3::xxh3_128(bytes)
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, *SEED)
 }
 
 /// What extraction needs to know about the bytes recorded for stored items.

@@ -2,7 +2,8 @@
 //! chunks instead of two rows per item.
 //!
 //! Design notes:
-//! - An item's chunk is picked by the low `bits` of its key's hash (`diff::key_hash`); a source
+//! - An item's chunk is picked by the low `bits` of its key's BLAKE3 hash (fixed: it is on
+//!   disk; `diff::key_hash` is per process and must not be used here); a source
 //!   starts with one chunk and doubles its chunk count (each chunk splitting in two by the next
 //!   bit) whenever it averages more than [`CHUNK_ITEMS`] items per chunk, so a change rewrites
 //!   about that many items, never the whole of a large source.
@@ -27,7 +28,7 @@ pub use self::format::{Entry, decode, encode};
 use super::StoreError;
 use super::codec::{decode_item, deleted_at, encode_item};
 use super::redb::be;
-use crate::diff::{ItemState, key_hash};
+use crate::diff::ItemState;
 
 pub(super) const ITEM_CHUNKS: TableDefinition<(&str, u32), &[u8]> =
     TableDefinition::new("item_chunks");
@@ -41,7 +42,14 @@ fn chunk_of(key: &str, bits: u8) -> u32 {
     } else {
         (1u32 << bits) - 1
     };
-    (key_hash(key) as u32) & mask
+    chunk_hash(key) & mask
+}
+
+/// The first four bytes (little-endian) of `key`'s BLAKE3 hash: which chunk holds it.
+fn chunk_hash(key: &str) -> u32 {
+    let h = blake3::hash(key.as_bytes());
+    let b = h.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// Items of schema version 1, one row each (read once, by the migration to chunks).
