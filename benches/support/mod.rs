@@ -28,10 +28,17 @@ pub fn env_number(name: &str, default: usize) -> usize {
 
 /// Starts the real `pollhook run -c config`, logging at `level` and above on stderr.
 /// `BENCH_WRAP` (for example `heaptrack -o /tmp/ph`) runs the daemon under a profiler; the
-/// figures read from `/proc` are then the wrapper's.
+/// figures read from `/proc` are then the wrapper's. `BENCH_WRAP_SKIP=N` starts the first N
+/// daemons unwrapped (e.g. 1 for the scale bench's restart only: a profiled first run at 10,000
+/// sources is too slow to finish).
 pub fn spawn_daemon(config: &std::path::Path, level: &str) -> std::process::Child {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let bin = env!("CARGO_BIN_EXE_pollhook");
-    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let wrap = match nth < env_number("BENCH_WRAP_SKIP", 0) {
+        true => String::new(),
+        false => std::env::var("BENCH_WRAP").unwrap_or_default(),
+    };
     let mut words = wrap.split_whitespace();
     let mut cmd = match words.next() {
         Some(first) => {

@@ -346,7 +346,7 @@ pub async fn preview(
             known.join(", ")
         );
     };
-    let client = client()?;
+    let client = client(1)?;
     let items = match &src.paginate {
         Some(p) => {
             let gate = crate::poller::rate_limit::Gate::open(&src.request.url);

@@ -159,7 +159,7 @@ pub async fn run(
     );
     let ctx = Arc::new(PollContext {
         store: store.clone(),
-        client: crate::http::upstream_client().map_err(DaemonError::Client)?,
+        client: upstream_client(&config.hosts)?,
         registry: registry.clone(),
         limits: Arc::new(poller::Limits::new(&config.hosts)),
         destinations: delivery.dests.clone(),
@@ -315,6 +315,18 @@ impl Delivery {
             dests,
         })
     }
+}
+
+/// The upstream client, keeping as many idle connections per host as the largest `concurrency`
+/// any host is allowed (hosts added by a reload later get at most that many reused).
+fn upstream_client(
+    hosts: &std::collections::BTreeMap<String, config::HostLimits>,
+) -> Result<reqwest::Client, DaemonError> {
+    let idle = hosts
+        .values()
+        .filter_map(|h| h.concurrency)
+        .fold(crate::http::DEFAULT_HOST_CONCURRENCY, usize::max);
+    crate::http::upstream_client(idle).map_err(DaemonError::Client)
 }
 
 async fn start_admin(

@@ -111,13 +111,12 @@ impl HostGate {
             share,
             name,
             rate: limits.rate.map(limiter),
-            // Unset, a host still gets a bound: as many requests as the pool keeps connections
-            // for, so a start with thousands of sources due at once cannot open thousands of
-            // connections (each with its buffers) to one host.
+            // Unset, a host still gets a bound, so a start with thousands of sources due at once
+            // cannot open thousands of connections (each with its buffers) to one host.
             concurrency: Some(Arc::new(Semaphore::new(
                 limits
                     .concurrency
-                    .unwrap_or(crate::http::UPSTREAM_IDLE_PER_HOST),
+                    .unwrap_or(crate::http::DEFAULT_HOST_CONCURRENCY),
             ))),
             blocked_until: Mutex::new(None),
             strikes: AtomicU32::new(0),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::upstream::{Reply, Upstream};
-use crate::helpers::{Daemon, admin, receiver, simple_yaml, wait_until};
+use crate::helpers::{Daemon, admin, receiver, serve, simple_yaml, wait_until};
 
 fn extra_source(name: &str, url: &str) -> String {
     format!(
@@ -172,4 +172,69 @@ async fn remaining_zero_blocks_until_reset() {
         up.wait_polls(2).await;
         d.stop().await;
     }
+}
+
+/// With no `hosts:` entry a host still gets at most 64 requests in flight: once 80 sources are
+/// baselined, their upstream holds every request open; 64 arrive, the other sources wait for a
+/// slot (no new connection), and every source is polled again once the upstream answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_host_gets_64_requests_in_flight() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone)]
+    struct Held {
+        /// Sources polled since the last reset.
+        polled: Arc<Mutex<HashSet<String>>>,
+        open: Arc<tokio::sync::watch::Sender<bool>>,
+    }
+    let held = Held {
+        polled: Arc::default(),
+        open: Arc::new(tokio::sync::watch::Sender::new(true)),
+    };
+    let app = axum::Router::new()
+        .route(
+            "/s/{n}",
+            axum::routing::get(
+                |axum::extract::State(h): axum::extract::State<Held>,
+                 axum::extract::Path(n): axum::extract::Path<String>| async move {
+                    h.polled.lock().unwrap().insert(n);
+                    let mut open = h.open.subscribe();
+                    let _ = open.wait_for(|o| *o).await;
+                    axum::Json(json!([{"id": 1}]))
+                },
+            ),
+        )
+        .with_state(held.clone());
+    let up = serve(app).await;
+    let rx = receiver(204).await;
+    let sources = (0..80).fold(String::new(), |acc, n| {
+        acc + &format!(
+            "  s{n}:\n    url: {up}/s/{n}\n    every: 1s\n    jitter: 0%\n    key: /id\n    to: [agent]\n"
+        )
+    });
+    let yaml = simple_yaml(&up, &rx.uri(), &sources).replace("/things", "/s/things");
+    let d = Daemon::start(&yaml);
+    let polled = || held.polled.lock().unwrap().len();
+    wait_until(
+        Duration::from_secs(20),
+        "every source baselined",
+        || async { polled() == 81 },
+    )
+    .await;
+    held.open.send_replace(false);
+    held.polled.lock().unwrap().clear();
+    wait_until(Duration::from_secs(10), "64 requests in flight", || async {
+        polled() >= 64
+    })
+    .await;
+    // Every source is due again within a second; none gets past the bound while it is full.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(polled(), 64, "sources with a request in flight to one host");
+    held.open.send_replace(true);
+    wait_until(Duration::from_secs(10), "every source polled", || async {
+        polled() == 81
+    })
+    .await;
+    d.stop().await;
 }
