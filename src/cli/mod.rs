@@ -346,6 +346,7 @@ pub async fn preview(
             known.join(", ")
         );
     };
+    // Preview sends its requests one at a time: one idle connection is all it reuses.
     let client = client(1)?;
     let items = match &src.paginate {
         Some(p) => {
