@@ -8,6 +8,11 @@ use clap::Parser;
 use pollhook::cli::{self, Cli, Command, LogFormat};
 use pollhook::config::ConfigError;
 
+/// jemalloc rather than glibc's malloc: glibc keeps per-thread arenas whose freed pages stay
+/// resident after the first baseline's burst of short-lived JSON buffers.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);

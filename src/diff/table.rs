@@ -176,6 +176,23 @@ impl ItemTable {
         self.slots.is_empty()
     }
 
+    /// Sizes a still-empty table (a source's first poll) for `n` items, so its slots are not
+    /// rounded up to the next power of two. A table holding items grows as usual.
+    pub fn presize(&mut self, n: usize) {
+        if self.slots.is_empty() {
+            self.slots.reserve_exact(n);
+            self.by_key
+                .reserve(n, |_| unreachable!("the table is empty"));
+        }
+    }
+
+    /// Room for `n` recorded raw hashes in all (see [`ItemTable::record_raw`]).
+    pub fn reserve_raw(&mut self, n: usize) {
+        let additional = n.saturating_sub(self.by_raw.len());
+        let slots = &self.slots;
+        self.by_raw.reserve(additional, |i| slots[*i as usize].raw);
+    }
+
     fn slot(&self, key: KeyHash) -> Option<u32> {
         self.by_key
             .find(key, |i| self.slots[*i as usize].key == key)
@@ -304,6 +321,20 @@ mod tests {
 
     fn state(revision: u64, deleted: bool) -> ItemState {
         ItemState::sample(revision, deleted)
+    }
+
+    #[test]
+    fn a_first_poll_sizes_the_table_exactly_and_later_growth_doubles() {
+        let mut t = ItemTable::default();
+        t.presize(100);
+        for i in 0..100 {
+            t.set(&format!("item-{i}"), &state(1, false));
+        }
+        assert_eq!(t.slots.capacity(), 100, "a baseline of 100 items keeps 100 slots");
+        t.presize(100);
+        t.set("one-more", &state(2, false));
+        assert_eq!(t.slots.capacity(), 200, "a table holding items grows as a Vec does");
+        assert_eq!(t.get("item-7").map(|p| p.revision), Some(1));
     }
 
     #[test]

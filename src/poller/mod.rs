@@ -316,6 +316,8 @@ impl Poller {
             };
             metrics::counter!(crate::telemetry::CHANGES, "source" => self.source.name.clone(), "type" => kind).increment(1);
         }
+        self.items
+            .presize(ex.diff.changes.len() + ex.diff.silent.len());
         for change in &ex.diff.changes {
             self.items.set(&change.key, &change.state);
         }

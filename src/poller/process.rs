@@ -161,6 +161,7 @@ pub fn extract_and_diff(
 /// After a successful poll whose changes are in `table`: parsed items' bytes now stand for
 /// their stored content (deleted items lost theirs when their tombstone was set).
 pub fn update_index(table: &mut ItemTable, ex: &Extracted) {
+    table.reserve_raw(ex.extraction.raw.len());
     for (hash, item) in ex.extraction.raw.iter().zip(&ex.extraction.items) {
         table.record_raw(&item.key, *hash);
     }
