@@ -330,10 +330,18 @@ mod tests {
         for i in 0..100 {
             t.set(&format!("item-{i}"), &state(1, false));
         }
-        assert_eq!(t.slots.capacity(), 100, "a baseline of 100 items keeps 100 slots");
+        assert_eq!(
+            t.slots.capacity(),
+            100,
+            "a baseline of 100 items keeps 100 slots"
+        );
         t.presize(100);
         t.set("one-more", &state(2, false));
-        assert_eq!(t.slots.capacity(), 200, "a table holding items grows as a Vec does");
+        assert_eq!(
+            t.slots.capacity(),
+            200,
+            "a table holding items grows as a Vec does"
+        );
         assert_eq!(t.get("item-7").map(|p| p.revision), Some(1));
     }
 

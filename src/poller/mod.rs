@@ -170,6 +170,16 @@ impl Poller {
             true => None,
             false => Some(ctx.baselines.acquire().await),
         };
+        // Boxed, and only now: the poll's state (request, extraction, commit; a few KiB) is
+        // needed while polling, not while the task sleeps or its first poll queues for a slot.
+        Box::pin(self.poll_now(ctx, current)).await
+    }
+
+    async fn poll_now(
+        &mut self,
+        ctx: &PollContext,
+        current: bool,
+    ) -> Result<PollOutcome, PollError> {
         let fetched = match self.fetch(ctx, current).await? {
             Step::Done(outcome) => return Ok(outcome),
             Step::Body(f) => f,

@@ -95,11 +95,9 @@ impl Poller {
                 continue;
             }
             let started = Instant::now();
-            // Boxed: the poll's state (request, extraction, commit) is the largest part of this
-            // task, and it is needed only while polling, not while the task sleeps.
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = Box::pin(self.poll(&ctx)) => r,
+                r = self.poll(&ctx) => r,
             };
             let said = reporter.report(&self, &ctx, &result, started.elapsed(), failures);
             failures = if result.is_ok() { 0 } else { failures + 1 };
