@@ -2,6 +2,7 @@
 //! each fire, and the failure backoff. No tokio, no clock: every function takes `now`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -137,6 +138,68 @@ pub fn phase(name: &str, interval: Duration) -> Duration {
     Duration::from_millis(u64::from_le_bytes(head) % span)
 }
 
+/// The grid every source's timer fires on. Sources due within one step wake the runtime once,
+/// together, instead of one thread wake-up each: at 1,000 sources a second that wake-up is
+/// most of a 304's cost. The step is fitted to the scheduled poll rate so that a wake-up
+/// gathers about [`Grid::BATCH`] polls: 1 ms (the timer's own resolution, no added delay) at
+/// 10,000 polls a second, 8 ms at 1,000, never more than [`Grid::MAX`]. A fire is never early
+/// and at most one step late.
+#[derive(Debug)]
+pub struct Grid {
+    step_ms: AtomicU64,
+}
+
+impl Default for Grid {
+    fn default() -> Self {
+        Grid {
+            step_ms: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Grid {
+    /// The coarsest step.
+    pub const MAX: Duration = Duration::from_millis(10);
+    /// Polls a wake-up aims to gather.
+    pub const BATCH: f64 = 8.0;
+
+    /// Fits the step to `polls_per_second`, the scheduled rate of every running source.
+    pub fn fit(&self, polls_per_second: f64) {
+        let max = Grid::MAX.as_millis() as f64;
+        let ms = match polls_per_second > 0.0 {
+            true => (Grid::BATCH * 1000.0 / polls_per_second).clamp(1.0, max),
+            false => max,
+        };
+        self.step_ms.store(ms.floor() as u64, Ordering::Relaxed);
+    }
+
+    /// The current step.
+    pub fn step(&self) -> Duration {
+        Duration::from_millis(self.step_ms.load(Ordering::Relaxed))
+    }
+
+    /// `t` on the grid (see [`on_grid`]).
+    pub fn on(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        on_grid(t, self.step())
+    }
+}
+
+/// `t` rounded up to the next multiple of `step` since the epoch (unchanged when already on it,
+/// or beyond 2262, where nanoseconds overflow).
+pub fn on_grid(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
+    let step = (step.as_nanos() as i64).max(1);
+    let Some(ns) = t.timestamp_nanos_opt() else {
+        return t;
+    };
+    let down = ns.div_euclid(step) * step;
+    match ns == down {
+        true => t,
+        false => down
+            .checked_add(step)
+            .map_or(t, DateTime::from_timestamp_nanos),
+    }
+}
+
 /// The random delay added to a fire: `unit` (uniform in [0, 1)) × `fraction` × `interval`.
 pub fn jitter(interval: Duration, fraction: f64, unit: f64) -> Duration {
     interval.mul_f64((fraction * unit).clamp(0.0, 1.0))
@@ -153,6 +216,48 @@ pub fn failure_backoff(interval: Duration, failures: u32) -> Duration {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn fires_round_up_onto_a_shared_grid() {
+        let at = |ms: i64, ns: u32| {
+            DateTime::from_timestamp_millis(ms).unwrap() + chrono::Duration::nanoseconds(ns.into())
+        };
+        let step = Duration::from_millis(10);
+        let base = 1_767_225_600_000; // 2026-01-01, on the grid
+        assert_eq!(on_grid(at(base, 0), step), at(base, 0));
+        assert_eq!(on_grid(at(base + 1, 0), step), at(base + 10, 0));
+        assert_eq!(on_grid(at(base + 9, 999_999), step), at(base + 10, 0));
+        assert_eq!(on_grid(at(base + 10, 1), step), at(base + 20, 0));
+        assert_eq!(on_grid(at(base - 3, 0), step), at(base, 0));
+        for ms in 0..1_000 {
+            let t = at(base + ms, 123_456);
+            let g = on_grid(t, step);
+            assert!(
+                g >= t && g - t <= chrono::Duration::milliseconds(10),
+                "{t} -> {g}"
+            );
+        }
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(on_grid(end, step), end);
+    }
+
+    #[test]
+    fn the_grid_gathers_about_eight_polls_per_wake_up() {
+        let grid = Grid::default();
+        assert_eq!(grid.step(), Duration::from_millis(1));
+        grid.fit(10_000.0);
+        assert_eq!(
+            grid.step(),
+            Duration::from_millis(1),
+            "10,000/s: no added delay"
+        );
+        grid.fit(1_000.0);
+        assert_eq!(grid.step(), Duration::from_millis(8));
+        grid.fit(3.0);
+        assert_eq!(grid.step(), Grid::MAX);
+        grid.fit(0.0);
+        assert_eq!(grid.step(), Grid::MAX);
+    }
 
     #[test]
     fn huge_durations_saturate_instead_of_panicking() {

@@ -167,6 +167,7 @@ pub async fn run(
         signals,
         processing: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
         baselines: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
+        grid: Default::default(),
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     let mut sources = SourceSet::new(ctx, controls, shutdown.child_token(), exit_tx);

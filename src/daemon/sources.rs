@@ -21,6 +21,8 @@ pub type Exit = (String, bool);
 
 struct Running {
     source: Arc<Source>,
+    /// Its scheduled polls per second when it started.
+    rate: f64,
     token: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -32,6 +34,14 @@ pub struct SourceSet {
     controls: Controls,
     root: CancellationToken,
     exits: mpsc::UnboundedSender<Exit>,
+    /// The running sources' scheduled polls per second (fits the timer grid).
+    rate: f64,
+}
+
+/// A source's scheduled polls per second.
+fn rate(source: &Source) -> f64 {
+    let interval = source.schedule.interval(chrono::Utc::now());
+    1.0 / interval.as_secs_f64().max(1e-3)
 }
 
 /// What a reconcile changed.
@@ -59,6 +69,7 @@ impl SourceSet {
             controls,
             root,
             exits,
+            rate: 0.0,
         }
     }
 
@@ -107,10 +118,14 @@ impl SourceSet {
         if let Ok(mut controls) = self.controls.write() {
             controls.insert(source.name.clone(), tx);
         }
+        let rate = rate(&source);
+        self.rate += rate;
+        self.ctx.grid.fit(self.rate);
         self.running.insert(
             source.name.clone(),
             Running {
                 source,
+                rate,
                 token,
                 handle,
             },
@@ -125,6 +140,8 @@ impl SourceSet {
             controls.remove(name);
         }
         if let Some(r) = self.running.remove(name) {
+            self.rate = (self.rate - r.rate).max(0.0);
+            self.ctx.grid.fit(self.rate);
             r.token.cancel();
             let _ = r.handle.await;
             // A commit the task asked for may still be queued: the next task for this source

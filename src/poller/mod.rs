@@ -83,6 +83,8 @@ pub struct PollContext {
     pub processing: Arc<tokio::sync::Semaphore>,
     /// Bounds the baselines (first polls) fetching at the same time ([`PROCESSING_PERMITS`]).
     pub baselines: Arc<tokio::sync::Semaphore>,
+    /// The grid source timers fire on, fitted to the running sources' poll rate.
+    pub grid: crate::schedule::Grid,
 }
 
 /// How many polls may be between "this body differs" and "its commit is durable" at once. A

@@ -73,7 +73,7 @@ impl Poller {
             apply(&reporter.status, |s| s.next_poll = Some(rfc3339(fire)));
             let forced = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = sleep_until(fire) => None,
+                _ = sleep_until(ctx.grid.on(fire)) => None,
                 cmd = control.recv() => match cmd {
                     Control::PollNow(reply) => Some(reply),
                     Control::Pause(reason, reply) => {
