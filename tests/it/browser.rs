@@ -115,13 +115,22 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
 
-    /// Reloads `url` until its text contains `needle`.
+    /// Reloads `url` until its text contains `needle`; on timeout the panic shows the page
+    /// (and `target/screenshots/timeout.png` what it looked like).
     async fn wait_for(&self, url: &str, needle: &str) {
-        wait_until(T, needle, || async {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
             self.go(url).await;
-            self.text().await.contains(needle)
-        })
-        .await;
+            let text = self.text().await;
+            if text.contains(needle) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.screenshot("timeout").await;
+                panic!("timed out after {T:?} waiting for {needle:?} at {url}; the page:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -238,6 +247,12 @@ sources:
     b.screenshot("login").await;
     b.type_into("//input[@id='token']", TOKEN).await;
     b.click("//button[@type='submit']").await;
+    // The click starts the form's POST; navigating before it lands would cancel it (and with it
+    // the cookie), so wait on the page the POST's redirect brings.
+    wait_until(T, "the status page after signing in", || async {
+        !b.text().await.contains("admin token")
+    })
+    .await;
     b.wait_for(&home, "HTTP 503").await;
     let page = b.text().await;
     assert!(
