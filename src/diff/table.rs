@@ -181,8 +181,8 @@ impl ItemTable {
     pub fn presize(&mut self, n: usize) {
         if self.slots.is_empty() {
             self.slots.reserve_exact(n);
-            self.by_key
-                .reserve(n, |_| unreachable!("the table is empty"));
+            let slots = &self.slots;
+            self.by_key.reserve(n, |i| slots[*i as usize].key);
         }
     }
 
