@@ -1,14 +1,16 @@
 //! The in-memory item state of one source: per item only what the steady-state diff needs, in
-//! a fixed 48-byte slot and two 4-byte index entries, never the key, version or JSON text.
+//! a fixed 40-byte slot and two 4-byte index entries (8 more bytes for sources whose items carry
+//! a `version`), never the key, version or JSON text.
 //!
 //! Design notes:
 //! - A slot holds the key's hash (64-bit SipHash-1-3 under a key drawn at random when the process
 //!   starts: an upstream cannot aim two of its keys at one slot, since it never learns the hash
 //!   key, and by accident two of a source's keys meet with odds of n²/2⁶⁵), the revision with the
 //!   two flags in its top bits, the first 16 bytes of the content hash (the stored row keeps all
-//!   32; this is what decides "changed", so it stays 128 bits of a cryptographic hash), a 64-bit
-//!   tag of the `version` value, and the seeded XXH3-64 of the bytes the stored content came
-//!   from (`extract::KnownBytes`).
+//!   32; this is what decides "changed", so it stays 128 bits of a cryptographic hash) and the
+//!   seeded XXH3-64 of the bytes the stored content came from (`extract::KnownBytes`). A 64-bit
+//!   tag of the `version` value lives in a column beside the slots, allocated only when an item
+//!   of the source first has one: most sources configure no `version` and never pay for it.
 //! - Nothing here is persisted: the table is rebuilt from the store when the task starts, so the
 //!   per-process hash keys never have to match anything written earlier.
 //! - Keys are needed only to name deleted items; the caller supplies them from the store when a
@@ -67,7 +69,8 @@ const DELETED: u64 = 1 << 63;
 const HAS_RAW: u64 = 1 << 62;
 const REVISION: u64 = HAS_RAW - 1;
 
-/// 48 bytes: the fields of a [`Prior`] and the raw-bytes hash, the flags packed into the revision.
+/// 40 bytes: the fields of a [`Prior`] but its version, and the raw-bytes hash, the flags packed
+/// into the revision.
 #[derive(Clone, Copy)]
 struct Slot {
     key: KeyHash,
@@ -75,7 +78,6 @@ struct Slot {
     hash: [u8; 16],
     /// Revision, [`DELETED`] and [`HAS_RAW`].
     word: u64,
-    version: u64,
 }
 
 impl Slot {
@@ -95,11 +97,11 @@ impl Slot {
         };
     }
 
-    fn prior(&self) -> Prior {
+    fn prior(&self, version: u64) -> Prior {
         Prior {
             revision: self.word & REVISION,
             deleted: self.deleted(),
-            version: self.version,
+            version,
             hash: self.hash,
         }
     }
@@ -111,17 +113,18 @@ impl Slot {
             p.revision
         );
         self.word = (self.word & HAS_RAW) | p.revision | if p.deleted { DELETED } else { 0 };
-        self.version = p.version;
         self.hash = p.hash;
     }
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 48);
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
 
 /// One source's item state in memory (see the module notes).
 #[derive(Default)]
 pub struct ItemTable {
     slots: Vec<Slot>,
+    /// Each slot's [`version_tag`]: empty while every tag is 0, else as long as `slots`.
+    versions: Vec<u64>,
     /// Slot index by key hash (hashed by the key hash's low 64 bits).
     by_key: HashTable<u32>,
     /// Slot index by the raw hash of the bytes its stored content came from.
@@ -152,6 +155,7 @@ impl ItemTable {
             t.set(key, state);
         }
         t.slots.shrink_to_fit();
+        t.versions.shrink_to_fit();
         t.by_key.shrink_to_fit(|i| t.slots[*i as usize].key);
         t
     }
@@ -201,8 +205,22 @@ impl ItemTable {
 
     /// What is stored for `key`.
     pub fn get(&self, key: &str) -> Option<Prior> {
-        self.slot(key_hash(key))
-            .map(|i| self.slots[i as usize].prior())
+        self.slot(key_hash(key)).map(|i| self.prior(i as usize))
+    }
+
+    fn prior(&self, i: usize) -> Prior {
+        self.slots[i].prior(self.versions.get(i).copied().unwrap_or(0))
+    }
+
+    /// Sets slot `i`'s version tag, giving the table its version column on the first non-zero tag.
+    fn set_version(&mut self, i: usize, tag: u64) {
+        if self.versions.is_empty() && tag != 0 {
+            self.versions = Vec::with_capacity(self.slots.capacity());
+            self.versions.resize(self.slots.len(), 0);
+        }
+        if let Some(v) = self.versions.get_mut(i) {
+            *v = tag;
+        }
     }
 
     /// The slot whose stored content came from bytes hashing to `raw`.
@@ -233,13 +251,16 @@ impl ItemTable {
                     raw: 0,
                     hash: prior.hash,
                     word: DELETED,
-                    version: prior.version,
                 });
+                if !self.versions.is_empty() {
+                    self.versions.push(0);
+                }
                 let slots = &self.slots;
                 self.by_key.insert_unique(k, i, |j| slots[*j as usize].key);
                 i
             }
         };
+        self.set_version(i as usize, prior.version);
         let slot = &mut self.slots[i as usize];
         let was_deleted = slot.deleted();
         slot.set_prior(prior);
@@ -298,8 +319,9 @@ impl ItemTable {
         self.slots
             .iter()
             .zip(present)
-            .filter(|(s, present)| !s.deleted() && !present)
-            .map(|(s, _)| (s.key, s.prior()))
+            .enumerate()
+            .filter(|(_, (s, present))| !s.deleted() && !present)
+            .map(|(i, (s, _))| (s.key, self.prior(i)))
             .collect()
     }
 }
@@ -343,6 +365,31 @@ mod tests {
             "a table holding items grows as a Vec does"
         );
         assert_eq!(t.get("item-7").map(|p| p.revision), Some(1));
+    }
+
+    #[test]
+    fn versions_take_memory_only_once_an_item_has_one() {
+        let mut t = ItemTable::default();
+        for k in ["a", "b", "c"] {
+            t.set(k, &state(1, false));
+        }
+        assert_eq!(t.versions.capacity(), 0, "no version, no column");
+        let versioned = ItemState {
+            version: Some("v7".into()),
+            ..state(2, false)
+        };
+        t.set("b", &versioned);
+        t.set("d", &state(1, false));
+        let tags: Vec<u64> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|k| t.get(k).unwrap().version)
+            .collect();
+        assert_eq!(tags, [0, version_tag(Some("v7")), 0, 0]);
+        t.set("b", &state(3, true));
+        assert_eq!(t.get("b").unwrap().version, 0, "a version can be dropped");
+        let gone = t.live_absent(["a", "c"].into_iter(), &[]);
+        assert_eq!(gone.len(), 1, "d only: b is a tombstone");
+        assert_eq!(gone[0].1.revision, 1);
     }
 
     #[test]
