@@ -8,7 +8,7 @@ use reqwest::header::{
     CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, USER_AGENT,
 };
 
-use super::rate_limit::Gate;
+use super::rate_limit::{Admission, Gate};
 use crate::config::{Auth, MAX_REDIRECTS, Method, Redirects, Request};
 use crate::http::{USER_AGENT_VALUE, request_error_chain};
 
@@ -60,20 +60,25 @@ pub enum Fetched {
 
 /// Fetches `req` once, outside any budget (preview), and returns the whole body.
 pub async fn fetch(client: &reqwest::Client, req: &Request) -> Result<Vec<u8>, FetchError> {
-    match fetch_if(client, req, &Validators::default(), &Gate::open(&req.url)).await? {
+    let gate = Gate::open(&req.url);
+    match fetch_if(client, req, &Validators::default(), &gate, None).await? {
         Fetched::Body(body, _) => Ok(body),
         Fetched::NotModified => Err(FetchError::Status(304)),
     }
 }
 
-/// Fetches `req`, sending `validators` when the source uses conditional requests.
+/// Fetches `req`, sending `validators` when the source uses conditional requests. `admitted`
+/// is `gate`'s leave when the caller already waited for it; `None` waits here.
 pub async fn fetch_if(
     client: &reqwest::Client,
     req: &Request,
     validators: &Validators,
     gate: &Gate,
+    admitted: Option<Admission>,
 ) -> Result<Fetched, FetchError> {
-    Ok(fetch_url(client, req, &req.url, validators, gate).await?.0)
+    Ok(fetch_url(client, req, &req.url, validators, gate, admitted)
+        .await?
+        .0)
 }
 
 /// Fetches `url` with `req`'s settings; also returns the response headers (for `Link`).
@@ -83,9 +88,13 @@ pub async fn fetch_url(
     url: &reqwest::Url,
     validators: &Validators,
     gate: &Gate,
+    admitted: Option<Admission>,
 ) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
     // Budget waits come before the request's own timeout starts.
-    let _permit = gate.acquire().await;
+    let _admitted = match admitted {
+        Some(a) => a,
+        None => gate.admit().await,
+    };
     match tokio::time::timeout(req.timeout, fetch_inner(client, req, url, validators, gate)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(req.timeout)),

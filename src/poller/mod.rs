@@ -29,8 +29,8 @@ use process::{
     body_fingerprint, build_commit, extract_and_diff, flood, legacy_settings_fingerprint,
     previous_keys, settings_fingerprint, update_index,
 };
-use rate_limit::Gate;
 pub use rate_limit::Limits;
+use rate_limit::{Admission, Gate};
 pub use task::Control;
 
 /// Why one poll failed. State is untouched and no event is emitted in every case.
@@ -172,17 +172,26 @@ impl Poller {
             true => None,
             false => Some(ctx.baselines.acquire().await),
         };
+        // A single request also waits for its host's leave here: when thousands of sources fall
+        // due at once (a restart), they queue at the host's connection limit holding a
+        // wait of a few hundred bytes (boxed: the idle task's future stays small), not the
+        // poll's state.
+        let admitted = match self.source.paginate {
+            None => Some(Box::pin(self.gate.admit()).await),
+            Some(_) => None,
+        };
         // Boxed, and only now: the poll's state (request, extraction, commit; a few KiB) is
         // needed while polling, not while the task sleeps or its first poll queues for a slot.
-        Box::pin(self.poll_now(ctx, current)).await
+        Box::pin(self.poll_now(ctx, current, admitted)).await
     }
 
     async fn poll_now(
         &mut self,
         ctx: &PollContext,
         current: bool,
+        admitted: Option<Admission>,
     ) -> Result<PollOutcome, PollError> {
-        let fetched = match self.fetch(ctx, current).await? {
+        let fetched = match self.fetch(ctx, current, admitted).await? {
             Step::Done(outcome) => return Ok(outcome),
             Step::Body(f) => f,
         };
@@ -219,7 +228,12 @@ impl Poller {
 
     /// Fetches the source (every page of it when paginated); a 304 (every page 304) ends the
     /// poll here.
-    async fn fetch(&mut self, ctx: &PollContext, current: bool) -> Result<Step, PollError> {
+    async fn fetch(
+        &mut self,
+        ctx: &PollContext,
+        current: bool,
+        admitted: Option<Admission>,
+    ) -> Result<Step, PollError> {
         let Some(p) = &self.source.paginate else {
             let sent = match current {
                 true => Validators {
@@ -229,7 +243,15 @@ impl Poller {
                 false => Validators::default(),
             };
             return Ok(
-                match fetch_if(&ctx.client, &self.source.request, &sent, &self.gate).await? {
+                match fetch_if(
+                    &ctx.client,
+                    &self.source.request,
+                    &sent,
+                    &self.gate,
+                    admitted,
+                )
+                .await?
+                {
                     Fetched::NotModified => Step::Done(PollOutcome::NotModified),
                     Fetched::Body(body, validators) => Step::Body(Body {
                         body,

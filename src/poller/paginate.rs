@@ -111,7 +111,7 @@ async fn fetch_page(
             .unwrap_or_default(),
         false => Validators::default(),
     };
-    let (fetched, headers) = fetch_url(client, &source.request, url, &sent, gate).await?;
+    let (fetched, headers) = fetch_url(client, &source.request, url, &sent, gate, None).await?;
     let (body, validators) = match fetched {
         Fetched::NotModified => {
             let cached = cache.get(url.as_str()).cloned();

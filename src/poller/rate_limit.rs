@@ -193,6 +193,10 @@ impl Limits {
     }
 }
 
+/// Leave from a [`Gate`] to send one request: hold it for the whole request.
+#[must_use = "the request must be sent while the admission is held"]
+pub struct Admission(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
 /// What one source's requests pass through.
 pub struct Gate {
     host: Arc<HostGate>,
@@ -220,6 +224,11 @@ impl Gate {
             )),
             None,
         )
+    }
+
+    /// Waits until a request may be sent (see [`Gate::acquire`]).
+    pub async fn admit(&self) -> Admission {
+        Admission(self.acquire().await)
     }
 
     /// Waits until a request may be sent; hold the permit for the whole request.

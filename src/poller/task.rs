@@ -212,3 +212,28 @@ impl Reporter {
         said
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poller::Mailbox;
+
+    fn returned_size<A, B, C, D, F>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every source holds its task's future all the time, so its size is memory per source
+    /// (10,000 sources: 10 MB per KiB). A poll's own state (request, extraction, commit) is boxed
+    /// while it runs and must not be laid out in it; nor must a poll waiting for its host.
+    #[test]
+    fn an_idle_source_task_stays_small() {
+        let run = returned_size::<Poller, Arc<PollContext>, &'static Mailbox, CancellationToken, _>(
+            Poller::run,
+        );
+        let poll = returned_size(
+            |p: &'static mut Poller, c: &'static PollContext, _: (), _: ()| p.poll(c),
+        );
+        assert!(poll <= 192, "Poller::poll's future is {poll} bytes");
+        assert!(run <= 2048, "Poller::run's future is {run} bytes");
+    }
+}
