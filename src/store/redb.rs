@@ -35,8 +35,10 @@ pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("out
 pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 
 /// redb's page cache. Its default (1 GiB) lets RSS grow with the outbox while a receiver is
-/// down; pages beyond this are re-read from the OS page cache, which costs microseconds.
-pub const CACHE_BYTES: usize = 16 << 20;
+/// down; pages beyond this are re-read from the OS page cache, which costs microseconds. 8 MiB
+/// rather than 16: side by side, 10 MiB less RSS at 10,000 sources and the same CPU per poll
+/// and burst rate (README, Performance).
+pub const CACHE_BYTES: usize = 8 << 20;
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_SEQ: &str = "next_seq";
