@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::Source;
-use crate::diff::{ChangeKind, ItemTable};
+use crate::diff::ItemTable;
 use crate::extract::ExtractError;
 pub use crate::http::error_chain;
 use crate::status::Registry;
@@ -342,14 +342,7 @@ impl Poller {
         commit.fence = self.fence;
         // The writer hands the committed rows to the dispatcher itself.
         ctx.store.commit_poll(commit).await?;
-        for change in &ex.diff.changes {
-            let kind = match change.kind {
-                ChangeKind::Created => "created",
-                ChangeKind::Updated => "updated",
-                ChangeKind::Deleted => "deleted",
-            };
-            metrics::counter!(crate::telemetry::CHANGES, "source" => self.source.name.clone(), "type" => kind).increment(1);
-        }
+        process::count_changes(&self.source, &ex);
         self.items
             .presize(ex.diff.changes.len() + ex.diff.silent.len());
         for change in &ex.diff.changes {

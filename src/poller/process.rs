@@ -37,6 +37,30 @@ fn emits(source: &Source, ex: &Extracted) -> bool {
     !ex.discard && (!ex.baseline || source.on_first_poll == FirstPoll::Emit)
 }
 
+/// Counts a committed poll's changes in `pollhook_changes_total`, one increment per type: the
+/// changes sent as events only. A baseline recorded without events (or a discarded hold)
+/// reported nothing to anyone, and counting its items would show a burst of "changes" on every
+/// first start and every change of extraction settings.
+pub fn count_changes(source: &Source, ex: &Extracted) {
+    if !emits(source, ex) {
+        return;
+    }
+    let mut counts = [0u64; 3];
+    for change in &ex.diff.changes {
+        counts[match change.kind {
+            ChangeKind::Created => 0,
+            ChangeKind::Updated => 1,
+            ChangeKind::Deleted => 2,
+        }] += 1;
+    }
+    for (kind, n) in ["created", "updated", "deleted"].into_iter().zip(counts) {
+        if n > 0 {
+            metrics::counter!(crate::telemetry::CHANGES, "source" => source.name.clone(), "type" => kind)
+                .increment(n);
+        }
+    }
+}
+
 /// Why the flood guard holds this poll, if it does: more events than `max_changes`, or more
 /// than half of the live items deleted at once.
 pub fn flood(source: &Source, ex: &Extracted, live: usize) -> Option<String> {

@@ -222,6 +222,43 @@ async fn outbox_reports_depth_per_destination() {
     d.stop().await;
 }
 
+/// `pollhook_changes_total` counts the changes sent as events: a silent baseline's items are
+/// recorded, not reported, so they are not counted (a restart with new settings would otherwise
+/// show every item of every source as a burst of changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_baseline_counts_no_changes() {
+    let up = Upstream::start(&json!([{"id":1},{"id":2},{"id":3}]).to_string()).await;
+    let rx = Scripted::start(vec![], r(204)).await;
+    // Its own source name: the tests of this binary share one metrics recorder.
+    let yaml = simple_yaml(&up.url, &rx.uri(), "").replace("  things:", "  quiet_things:");
+    let d = Daemon::start(&yaml);
+    up.wait_polls(2).await;
+    up.set(Reply::Json(
+        json!([{"id":1},{"id":2},{"id":3},{"id":4}]).to_string(),
+    ));
+    rx.wait_hits(1, T).await;
+    let url = format!("{}/metrics", d.admin);
+    let created = "pollhook_changes_total{source=\"quiet_things\",type=\"created\"}";
+    let metrics = || async {
+        admin("GET", &url, None)
+            .await
+            .1
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The event can reach the receiver before the poll that sent it has counted it.
+    wait_until(T, "the change counted", || async {
+        metrics().await.contains(created)
+    })
+    .await;
+    up.wait_polls(up.hits() + 2).await;
+    let text = metrics().await;
+    let line = text.lines().find(|l| l.starts_with(created));
+    assert_eq!(line, Some(format!("{created} 1").as_str()), "in:\n{text}");
+    d.stop().await;
+}
+
 /// `/metrics` is Prometheus text with polls, changes, deliveries, outbox, schedule lag and build
 /// info, and no URL in any label.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
