@@ -24,6 +24,8 @@ pub mod outcome {
     pub const FAILED: &str = "failed";
     /// The flood guard held the changes and paused the source.
     pub const HELD: &str = "held";
+    /// Every outcome, in the order of [`super::SourceStatus::outcomes`].
+    pub const ALL: [&str; 5] = [CHANGED, UNCHANGED, NOT_MODIFIED, FAILED, HELD];
 }
 
 /// One source's status.
@@ -53,6 +55,11 @@ pub struct SourceStatus {
     pub events: u64,
     /// Live items in the stored state.
     pub items: usize,
+    /// Polls since start by outcome, in [`outcome::ALL`] order: `pollhook_polls_total`, kept
+    /// here (40 bytes a source) rather than as labelled counters in the metrics recorder (a few
+    /// hundred bytes each, up to five a source).
+    #[serde(skip)]
+    pub outcomes: [u64; 5],
 }
 
 /// Formats a time for the API.
@@ -117,6 +124,16 @@ impl Registry {
             .read()
             .map(|m| m.values().map(copy).collect())
             .unwrap_or_default()
+    }
+
+    /// Every source's poll counts by outcome (see [`SourceStatus::outcomes`]), by name.
+    pub fn poll_counts(&self) -> Vec<(String, [u64; 5])> {
+        let Ok(m) = self.sources.read() else {
+            return Vec::new();
+        };
+        m.iter()
+            .map(|(name, e)| (name.clone(), e.lock().map_or([0; 5], |s| s.outcomes)))
+            .collect()
     }
 
     /// One source's status.

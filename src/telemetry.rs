@@ -10,7 +10,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Build information, value 1, label `version`.
 pub const BUILD_INFO: &str = "pollhook_build_info";
-/// Polls by `source` and `outcome` (changed, unchanged, not_modified, failed).
+/// Polls by `source` and `outcome` (changed, unchanged, not_modified, failed, held): counted
+/// in the status registry and written by [`render_polls`], not kept in the recorder.
 pub const POLLS: &str = "pollhook_polls_total";
 /// Poll duration by `source`, seconds.
 pub const POLL_DURATION: &str = "pollhook_poll_duration_seconds";
@@ -47,6 +48,8 @@ const BUCKETS: [f64; 14] = [
 ];
 
 static INSTANCE: OnceLock<String> = OnceLock::new();
+/// The `instance` label the recorder was installed with, for the lines written beside it.
+static RECORDED_INSTANCE: OnceLock<Option<String>> = OnceLock::new();
 
 /// Labels every metric with `instance` (several instances on one store, design §8); takes
 /// effect only when called before the recorder is installed (the first [`handle`]).
@@ -60,7 +63,8 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let mut builder = PrometheusBuilder::new();
-            if let Some(name) = INSTANCE.get() {
+            let instance = RECORDED_INSTANCE.get_or_init(|| INSTANCE.get().cloned());
+            if let Some(name) = instance {
                 builder = builder.add_global_label("instance", name);
             }
             let builder = builder.set_buckets(&BUCKETS);
@@ -80,7 +84,6 @@ pub fn handle() -> PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(BUILD_INFO, "pollhook build information");
-    describe_counter!(POLLS, "Polls by source and outcome");
     describe_histogram!(POLL_DURATION, Unit::Seconds, "Poll duration");
     describe_histogram!(
         SCHEDULE_LAG,
@@ -125,6 +128,51 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic with a non-text payload".to_owned())
 }
 
+/// Appends `pollhook_polls_total` to a rendering of the recorder, from the registry's counts
+/// (`sources`: name and counts in [`POLL_OUTCOMES`] order). Like a counter registered on first
+/// use, an outcome a source never had has no line.
+pub fn render_polls(out: &mut String, sources: &[(String, [u64; 5])]) {
+    use std::fmt::Write;
+    let instance = RECORDED_INSTANCE.get().cloned().flatten();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let _ = write!(
+        out,
+        "# HELP {POLLS} Polls by source and outcome\n# TYPE {POLLS} counter\n"
+    );
+    for (source, counts) in sources {
+        for (outcome, n) in POLL_OUTCOMES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+            let _ = write!(
+                out,
+                "{POLLS}{{source=\"{}\",outcome=\"{outcome}\"",
+                Escaped(source)
+            );
+            if let Some(name) = &instance {
+                let _ = write!(out, ",instance=\"{}\"", Escaped(name));
+            }
+            let _ = writeln!(out, "}} {n}");
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => std::fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,17 +180,38 @@ mod tests {
     #[test]
     fn recorded_metrics_are_rendered() {
         let h = handle();
-        metrics::counter!(POLLS, "source" => "unit", "outcome" => "changed").increment(1);
+        metrics::counter!(CHANGES, "source" => "unit", "type" => "created").increment(1);
         let t = std::thread::spawn(|| {
-            metrics::counter!(POLLS, "source" => "unit2", "outcome" => "failed").increment(1)
+            metrics::counter!(CHANGES, "source" => "unit2", "type" => "deleted").increment(1)
         });
         t.join().unwrap();
         let text = h.render();
         assert!(
-            text.contains("pollhook_polls_total{source=\"unit\",outcome=\"changed\"} 1"),
+            text.contains("pollhook_changes_total{source=\"unit\",type=\"created\"} 1"),
             "{text}"
         );
         assert!(text.contains("source=\"unit2\""), "{text}");
+    }
+
+    #[test]
+    fn poll_counts_are_rendered_with_escaped_names_and_no_zero_lines() {
+        let mut text = String::new();
+        let counts = [
+            ("plain".to_owned(), [2, 0, 5, 0, 0]),
+            ("odd\"na\\me\n".to_owned(), [0, 0, 0, 1, 0]),
+        ];
+        render_polls(&mut text, &counts);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "# HELP pollhook_polls_total Polls by source and outcome",
+                "# TYPE pollhook_polls_total counter",
+                "pollhook_polls_total{source=\"plain\",outcome=\"changed\"} 2",
+                "pollhook_polls_total{source=\"plain\",outcome=\"not_modified\"} 5",
+                "pollhook_polls_total{source=\"odd\\\"na\\\\me\\n\",outcome=\"failed\"} 1",
+            ]
+        );
     }
 }
 
@@ -184,52 +253,27 @@ pub enum Signal {
     },
 }
 
-/// One source's metric handles, registered once when its task starts: a poll records into them
-/// without building label sets or looking keys up in the registry.
+/// The metric handles a source task records into, taken once when it starts: a poll records
+/// without building label sets or looking keys up in the registry. (Its poll counts by outcome
+/// live in its status entry; see [`render_polls`].)
 pub struct SourceMetrics {
     /// `pollhook_schedule_lag_seconds` (one histogram for all sources: a histogram per source
     /// costs kilobytes each and thousands of series in Prometheus).
     pub lag: metrics::Histogram,
     /// `pollhook_poll_duration_seconds` (one histogram for all sources).
     pub duration: metrics::Histogram,
-    /// `pollhook_polls_total{source, outcome}` for each outcome, in [`POLL_OUTCOMES`] order,
-    /// registered on the outcome's first poll (a labelled counter costs a few hundred bytes and
-    /// most sources only ever see two or three outcomes).
-    polls: [Option<metrics::Counter>; 5],
-    source: String,
 }
 
 /// Every `outcome` label of `pollhook_polls_total`.
-pub const POLL_OUTCOMES: [&str; 5] = [
-    crate::status::outcome::CHANGED,
-    crate::status::outcome::UNCHANGED,
-    crate::status::outcome::NOT_MODIFIED,
-    crate::status::outcome::FAILED,
-    crate::status::outcome::HELD,
-];
+pub const POLL_OUTCOMES: [&str; 5] = crate::status::outcome::ALL;
 
 impl SourceMetrics {
-    /// Registers `source`'s handles.
-    pub fn new(source: &str) -> SourceMetrics {
+    /// Takes the handles.
+    pub fn register() -> SourceMetrics {
         SourceMetrics {
             lag: metrics::histogram!(SCHEDULE_LAG),
             duration: metrics::histogram!(POLL_DURATION),
-            polls: Default::default(),
-            source: source.to_owned(),
         }
-    }
-
-    /// Counts a poll with outcome label `outcome` (one of [`POLL_OUTCOMES`]).
-    pub fn poll(&mut self, outcome: &'static str) {
-        let Some(i) = POLL_OUTCOMES.iter().position(|o| *o == outcome) else {
-            return;
-        };
-        let source = &self.source;
-        self.polls[i]
-            .get_or_insert_with(
-                || metrics::counter!(POLLS, "source" => source.clone(), "outcome" => outcome),
-            )
-            .increment(1);
     }
 }
 

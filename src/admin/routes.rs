@@ -42,12 +42,10 @@ pub async fn readyz(State(s): State<AdminState>, headers: axum::http::HeaderMap)
 
 /// `GET /metrics`: renders what is recorded. Gauges are kept by their owners (the dispatcher
 /// refreshes the outbox ones on a timer), so a scrape reads no store and waits on no task.
-pub async fn metrics() -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        m::handle().render(),
-    )
-        .into_response()
+pub async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut text = m::handle().render();
+    m::render_polls(&mut text, &s.registry.poll_counts());
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `GET /v1/sources`.

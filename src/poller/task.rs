@@ -59,7 +59,7 @@ impl Poller {
             let paused = self.paused().map(str::to_owned);
             let mut reporter = Reporter {
                 status: ctx.registry.entry(name),
-                metrics: m::SourceMetrics::new(name),
+                metrics: m::SourceMetrics::register(),
                 clean: false,
             };
             apply(&reporter.status, |s| {
@@ -176,7 +176,6 @@ impl Reporter {
             }
             Err(e) => (outcome::FAILED, format!("failed: {}", error_chain(e)), 0),
         };
-        self.metrics.poll(label);
         match result {
             Ok(o) => tracing::debug!(source = %name, outcome = ?o, "polled"),
             Err(e) => {
@@ -208,6 +207,9 @@ impl Reporter {
             s.items = live;
             s.last_poll = Some(now.clone());
             s.last_outcome = Some(label.to_owned());
+            if let Some(i) = outcome::ALL.iter().position(|o| *o == label) {
+                s.outcomes[i] += 1;
+            }
             if result.is_ok() {
                 s.consecutive_failures = 0;
             } else {
