@@ -60,6 +60,27 @@ pub struct SourceStatus {
     /// hundred bytes each, up to five a source).
     #[serde(skip)]
     pub outcomes: [u64; 5],
+    /// Changes sent as events since start by type, in [`change::ALL`] order:
+    /// `pollhook_changes_total`, kept here for the same reason.
+    #[serde(skip)]
+    pub changes: [u64; 3],
+}
+
+/// A change's type as counted (and used as a metric label).
+pub mod change {
+    /// Every type, in the order of [`super::SourceStatus::changes`].
+    pub const ALL: [&str; 3] = ["created", "updated", "deleted"];
+}
+
+/// One source's counters, copied for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// Source name.
+    pub name: String,
+    /// See [`SourceStatus::outcomes`].
+    pub polls: [u64; 5],
+    /// See [`SourceStatus::changes`].
+    pub changes: [u64; 3],
 }
 
 /// Formats a time for the API.
@@ -126,13 +147,20 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Every source's poll counts by outcome (see [`SourceStatus::outcomes`]), by name.
-    pub fn poll_counts(&self) -> Vec<(String, [u64; 5])> {
+    /// Every source's counters (see [`SourceCounters`]), by name.
+    pub fn counters(&self) -> Vec<SourceCounters> {
         let Ok(m) = self.sources.read() else {
             return Vec::new();
         };
         m.iter()
-            .map(|(name, e)| (name.clone(), e.lock().map_or([0; 5], |s| s.outcomes)))
+            .map(|(name, e)| {
+                let s = e.lock().unwrap_or_else(|p| p.into_inner());
+                SourceCounters {
+                    name: name.clone(),
+                    polls: s.outcomes,
+                    changes: s.changes,
+                }
+            })
             .collect()
     }
 

@@ -8,16 +8,19 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::status::{SourceCounters, change};
+
 /// Build information, value 1, label `version`.
 pub const BUILD_INFO: &str = "pollhook_build_info";
 /// Polls by `source` and `outcome` (changed, unchanged, not_modified, failed, held): counted
-/// in the status registry and written by [`render_polls`], not kept in the recorder.
+/// in the status registry and written by [`render_counters`], not kept in the recorder.
 pub const POLLS: &str = "pollhook_polls_total";
 /// Poll duration by `source`, seconds.
 pub const POLL_DURATION: &str = "pollhook_poll_duration_seconds";
 /// How late scheduled polls start, by `source`, seconds.
 pub const SCHEDULE_LAG: &str = "pollhook_schedule_lag_seconds";
-/// Changes detected by `source` and `type` (created, updated, deleted).
+/// Changes sent as events by `source` and `type` (created, updated, deleted): counted in the
+/// status registry and written by [`render_counters`].
 pub const CHANGES: &str = "pollhook_changes_total";
 /// Delivery attempts by `destination` and `outcome` (delivered, retry, dead).
 pub const DELIVERIES: &str = "pollhook_deliveries_total";
@@ -90,7 +93,6 @@ fn describe() {
         Unit::Seconds,
         "How late scheduled polls start"
     );
-    describe_counter!(CHANGES, "Changes detected by source and type");
     describe_counter!(DELIVERIES, "Delivery attempts by destination and outcome");
     describe_histogram!(
         DELIVERY_LATENCY,
@@ -128,27 +130,56 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic with a non-text payload".to_owned())
 }
 
-/// Appends `pollhook_polls_total` to a rendering of the recorder, from the registry's counts
-/// (`sources`: name and counts in [`POLL_OUTCOMES`] order). Like a counter registered on first
-/// use, an outcome a source never had has no line.
-pub fn render_polls(out: &mut String, sources: &[(String, [u64; 5])]) {
-    use std::fmt::Write;
-    let instance = RECORDED_INSTANCE.get().cloned().flatten();
+/// Appends the per-source counters to a rendering of the recorder, from the status registry:
+/// `pollhook_polls_total{source,outcome}` and `pollhook_changes_total{source,type}`. A
+/// source's counter costs 8 bytes in its status entry where a labelled counter in the recorder
+/// costs a few hundred; as with counters registered on first use, a zero has no line.
+pub fn render_counters(out: &mut String, sources: &[SourceCounters]) {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    let _ = write!(
+    let instance = RECORDED_INSTANCE.get().cloned().flatten();
+    family(
         out,
-        "# HELP {POLLS} Polls by source and outcome\n# TYPE {POLLS} counter\n"
+        POLLS,
+        "Polls by source and outcome",
+        "outcome",
+        &instance,
+        sources
+            .iter()
+            .map(|s| (&s.name, POLL_OUTCOMES.iter().zip(&s.polls))),
     );
-    for (source, counts) in sources {
-        for (outcome, n) in POLL_OUTCOMES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+    family(
+        out,
+        CHANGES,
+        "Changes sent as events by source and type",
+        "type",
+        &instance,
+        sources
+            .iter()
+            .map(|s| (&s.name, change::ALL.iter().zip(&s.changes))),
+    );
+}
+
+/// One counter family labelled `source` and `label`.
+fn family<'a, V: Iterator<Item = (&'a &'static str, &'a u64)>>(
+    out: &mut String,
+    metric: &str,
+    help: &str,
+    label: &str,
+    instance: &Option<String>,
+    sources: impl Iterator<Item = (&'a String, V)>,
+) {
+    use std::fmt::Write;
+    let _ = write!(out, "# HELP {metric} {help}\n# TYPE {metric} counter\n");
+    for (source, values) in sources {
+        for (value, n) in values.filter(|(_, n)| **n > 0) {
             let _ = write!(
                 out,
-                "{POLLS}{{source=\"{}\",outcome=\"{outcome}\"",
+                "{metric}{{source=\"{}\",{label}=\"{value}\"",
                 Escaped(source)
             );
-            if let Some(name) = &instance {
+            if let Some(name) = instance {
                 let _ = write!(out, ",instance=\"{}\"", Escaped(name));
             }
             let _ = writeln!(out, "}} {n}");
@@ -170,48 +201,6 @@ impl std::fmt::Display for Escaped<'_> {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recorded_metrics_are_rendered() {
-        let h = handle();
-        metrics::counter!(CHANGES, "source" => "unit", "type" => "created").increment(1);
-        let t = std::thread::spawn(|| {
-            metrics::counter!(CHANGES, "source" => "unit2", "type" => "deleted").increment(1)
-        });
-        t.join().unwrap();
-        let text = h.render();
-        assert!(
-            text.contains("pollhook_changes_total{source=\"unit\",type=\"created\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("source=\"unit2\""), "{text}");
-    }
-
-    #[test]
-    fn poll_counts_are_rendered_with_escaped_names_and_no_zero_lines() {
-        let mut text = String::new();
-        let counts = [
-            ("plain".to_owned(), [2, 0, 5, 0, 0]),
-            ("odd\"na\\me\n".to_owned(), [0, 0, 0, 1, 0]),
-        ];
-        render_polls(&mut text, &counts);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                "# HELP pollhook_polls_total Polls by source and outcome",
-                "# TYPE pollhook_polls_total counter",
-                "pollhook_polls_total{source=\"plain\",outcome=\"changed\"} 2",
-                "pollhook_polls_total{source=\"plain\",outcome=\"not_modified\"} 5",
-                "pollhook_polls_total{source=\"odd\\\"na\\\\me\\n\",outcome=\"failed\"} 1",
-            ]
-        );
     }
 }
 
@@ -292,5 +281,60 @@ impl Signals {
         if let Some(tx) = &self.0 {
             let _ = tx.send(signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_metrics_are_rendered() {
+        let h = handle();
+        metrics::counter!(DELIVERIES, "destination" => "unit", "outcome" => "dead").increment(1);
+        let t = std::thread::spawn(|| {
+            metrics::counter!(DELIVERIES, "destination" => "unit2", "outcome" => "retry")
+                .increment(1)
+        });
+        t.join().unwrap();
+        let text = h.render();
+        assert!(
+            text.contains("pollhook_deliveries_total{destination=\"unit\",outcome=\"dead\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("destination=\"unit2\""), "{text}");
+    }
+
+    #[test]
+    fn source_counters_are_rendered_with_escaped_names_and_no_zero_lines() {
+        let mut text = String::from("pollhook_build_info 1");
+        let counters = [
+            SourceCounters {
+                name: "plain".to_owned(),
+                polls: [2, 0, 5, 0, 0],
+                changes: [0, 3, 0],
+            },
+            SourceCounters {
+                name: "odd\"na\\me\n".to_owned(),
+                polls: [0, 0, 0, 1, 0],
+                changes: [0; 3],
+            },
+        ];
+        render_counters(&mut text, &counters);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "pollhook_build_info 1",
+                "# HELP pollhook_polls_total Polls by source and outcome",
+                "# TYPE pollhook_polls_total counter",
+                "pollhook_polls_total{source=\"plain\",outcome=\"changed\"} 2",
+                "pollhook_polls_total{source=\"plain\",outcome=\"not_modified\"} 5",
+                "pollhook_polls_total{source=\"odd\\\"na\\\\me\\n\",outcome=\"failed\"} 1",
+                "# HELP pollhook_changes_total Changes sent as events by source and type",
+                "# TYPE pollhook_changes_total counter",
+                "pollhook_changes_total{source=\"plain\",type=\"updated\"} 3",
+            ]
+        );
     }
 }

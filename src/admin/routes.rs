@@ -44,7 +44,7 @@ pub async fn readyz(State(s): State<AdminState>, headers: axum::http::HeaderMap)
 /// refreshes the outbox ones on a timer), so a scrape reads no store and waits on no task.
 pub async fn metrics(State(s): State<AdminState>) -> Response {
     let mut text = m::handle().render();
-    m::render_polls(&mut text, &s.registry.poll_counts());
+    m::render_counters(&mut text, &s.registry.counters());
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -342,7 +342,7 @@ impl Poller {
         commit.fence = self.fence;
         // The writer hands the committed rows to the dispatcher itself.
         ctx.store.commit_poll(commit).await?;
-        process::count_changes(&self.source, &ex);
+        process::count_changes(&self.source, &ex, &ctx.registry);
         self.items
             .presize(ex.diff.changes.len() + ex.diff.silent.len());
         for change in &ex.diff.changes {

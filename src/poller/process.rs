@@ -37,12 +37,12 @@ fn emits(source: &Source, ex: &Extracted) -> bool {
     !ex.discard && (!ex.baseline || source.on_first_poll == FirstPoll::Emit)
 }
 
-/// Counts a committed poll's changes in `pollhook_changes_total`, one increment per type: the
+/// Counts a committed poll's changes in its status entry (`pollhook_changes_total`): the
 /// changes sent as events only. A baseline recorded without events (or a discarded hold)
 /// reported nothing to anyone, and counting its items would show a burst of "changes" on every
 /// first start and every change of extraction settings.
-pub fn count_changes(source: &Source, ex: &Extracted) {
-    if !emits(source, ex) {
+pub fn count_changes(source: &Source, ex: &Extracted, registry: &Registry) {
+    if !emits(source, ex) || ex.diff.changes.is_empty() {
         return;
     }
     let mut counts = [0u64; 3];
@@ -53,12 +53,11 @@ pub fn count_changes(source: &Source, ex: &Extracted) {
             ChangeKind::Deleted => 2,
         }] += 1;
     }
-    for (kind, n) in ["created", "updated", "deleted"].into_iter().zip(counts) {
-        if n > 0 {
-            metrics::counter!(crate::telemetry::CHANGES, "source" => source.name.clone(), "type" => kind)
-                .increment(n);
+    registry.update(&source.name, |s| {
+        for (total, n) in s.changes.iter_mut().zip(counts) {
+            *total += n;
         }
-    }
+    });
 }
 
 /// Why the flood guard holds this poll, if it does: more events than `max_changes`, or more

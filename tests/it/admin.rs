@@ -229,16 +229,14 @@ async fn outbox_reports_depth_per_destination() {
 async fn a_silent_baseline_counts_no_changes() {
     let up = Upstream::start(&json!([{"id":1},{"id":2},{"id":3}]).to_string()).await;
     let rx = Scripted::start(vec![], r(204)).await;
-    // Its own source name: the tests of this binary share one metrics recorder.
-    let yaml = simple_yaml(&up.url, &rx.uri(), "").replace("  things:", "  quiet_things:");
-    let d = Daemon::start(&yaml);
+    let d = Daemon::start(&simple_yaml(&up.url, &rx.uri(), ""));
     up.wait_polls(2).await;
     up.set(Reply::Json(
         json!([{"id":1},{"id":2},{"id":3},{"id":4}]).to_string(),
     ));
     rx.wait_hits(1, T).await;
     let url = format!("{}/metrics", d.admin);
-    let created = "pollhook_changes_total{source=\"quiet_things\",type=\"created\"}";
+    let created = "pollhook_changes_total{source=\"things\",type=\"created\"}";
     let metrics = || async {
         admin("GET", &url, None)
             .await
