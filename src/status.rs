@@ -38,17 +38,17 @@ pub struct SourceStatus {
     /// Why the source is paused, if it is.
     pub paused: Option<String>,
     /// When the last poll finished.
-    pub last_poll: Option<String>,
-    /// `changed`, `unchanged`, `not_modified` or `failed`.
-    pub last_outcome: Option<String>,
+    pub last_poll: Option<Stamp>,
+    /// One of [`outcome::ALL`].
+    pub last_outcome: Option<&'static str>,
     /// The last failure's message (kept after a success, with `last_error_at`).
     pub last_error: Option<String>,
     /// When the last failure happened.
-    pub last_error_at: Option<String>,
+    pub last_error_at: Option<Stamp>,
     /// Failures in a row (0 after a success).
     pub consecutive_failures: u32,
     /// When the next poll is due.
-    pub next_poll: Option<String>,
+    pub next_poll: Option<Stamp>,
     /// Polls since start.
     pub polls: u64,
     /// Events queued since start.
@@ -64,6 +64,23 @@ pub struct SourceStatus {
     /// `pollhook_changes_total`, kept here for the same reason.
     #[serde(skip)]
     pub changes: [u64; 3],
+}
+
+/// A time in a status, written as RFC 3339 with milliseconds when it is read (a source's task
+/// sets two on every poll; formatting them there cost an allocation and a format each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(pub DateTime<Utc>);
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&rfc3339(self.0))
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A change's type as counted (and used as a metric label).

@@ -201,10 +201,14 @@ impl SourceSet {
 
     /// When a running source's next scheduled poll is due, unix ms.
     pub fn next_poll_ms(&self, name: &str) -> Option<i64> {
-        let next = self.ctx.registry.source(name)?.next_poll?;
-        chrono::DateTime::parse_from_rfc3339(&next)
-            .ok()
-            .map(|t| t.timestamp_millis())
+        Some(
+            self.ctx
+                .registry
+                .source(name)?
+                .next_poll?
+                .0
+                .timestamp_millis(),
+        )
     }
 
     /// Number of running sources.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PollContext, PollError, PollOutcome, Poller, error_chain};
 use crate::schedule::{failure_backoff, jitter, later};
-use crate::status::{SourceEntry, apply, outcome, rfc3339};
+use crate::status::{SourceEntry, Stamp, apply, outcome};
 use crate::telemetry as m;
 
 /// An operator command for one source.
@@ -76,7 +76,7 @@ impl Poller {
                         rand::random::<f64>(),
                     ),
                 );
-                apply(&reporter.status, |s| s.next_poll = Some(rfc3339(fire)));
+                apply(&reporter.status, |s| s.next_poll = Some(Stamp(fire)));
                 let forced = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = sleep_until(ctx.grid.on(fire)) => None,
@@ -165,7 +165,7 @@ impl Reporter {
         failures_before: u32,
     ) -> String {
         let name = &poller.source.name;
-        let now = rfc3339(Utc::now());
+        let now = Stamp(Utc::now());
         self.metrics.duration.record(took.as_secs_f64());
         let (label, said, events) = match result {
             Ok(PollOutcome::Unchanged) => (outcome::UNCHANGED, "unchanged".to_owned(), 0),
@@ -205,8 +205,8 @@ impl Reporter {
             s.polls += 1;
             s.events += events as u64;
             s.items = live;
-            s.last_poll = Some(now.clone());
-            s.last_outcome = Some(label.to_owned());
+            s.last_poll = Some(now);
+            s.last_outcome = Some(label);
             if let Some(i) = outcome::ALL.iter().position(|o| *o == label) {
                 s.outcomes[i] += 1;
             }

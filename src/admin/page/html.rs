@@ -60,8 +60,8 @@ pub(super) fn login_page(message: Option<&str>) -> String {
     )
 }
 
-pub(super) fn opt(v: &Option<String>) -> String {
-    v.as_deref().map_or("—".to_owned(), esc)
+pub(super) fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or("—".to_owned(), |v| esc(&v.to_string()))
 }
 
 pub(super) fn select(
