@@ -234,7 +234,8 @@ mod tests {
     /// Every source holds its task's future all the time, so its size is memory per source
     /// (10,000 sources: 10 MB per KiB). A poll's own state (request, extraction, commit) is boxed
     /// while it runs and must not be laid out in it; nor must a poll waiting for its host; nor
-    /// a second copy of the `Poller` (1,616 bytes when `run` was an `async fn`, 1,120 now).
+    /// a second copy of the `Poller` (1,616 bytes when `run` was an `async fn`; 976 now, with
+    /// the per-source counters out of `Reporter`).
     #[test]
     fn an_idle_source_task_stays_small() {
         let run = returned_size::<Poller, Arc<PollContext>, &'static Mailbox, CancellationToken, _>(
@@ -244,6 +245,6 @@ mod tests {
             |p: &'static mut Poller, c: &'static PollContext, _: (), _: ()| p.poll(c),
         );
         assert!(poll <= 192, "Poller::poll's future is {poll} bytes");
-        assert!(run <= 1280, "Poller::run's future is {run} bytes");
+        assert!(run <= 1024, "Poller::run's future is {run} bytes");
     }
 }
