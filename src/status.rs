@@ -149,6 +149,14 @@ impl Registry {
         apply(&self.entry(name), f);
     }
 
+    /// Applies `f` to a source's entry if it has one: a poll that finishes after its source was
+    /// removed does not bring the entry back.
+    pub fn update_existing(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
+        if let Some(e) = self.sources.read().ok().and_then(|m| m.get(name).cloned()) {
+            apply(&e, f);
+        }
+    }
+
     /// Removes a source's entry (the source left the config).
     pub fn remove(&self, name: &str) {
         if let Ok(mut map) = self.sources.write() {

@@ -53,7 +53,7 @@ pub fn count_changes(source: &Source, ex: &Extracted, registry: &Registry) {
             ChangeKind::Deleted => 2,
         }] += 1;
     }
-    registry.update(&source.name, |s| {
+    registry.update_existing(&source.name, |s| {
         for (total, n) in s.changes.iter_mut().zip(counts) {
             *total += n;
         }
