@@ -166,7 +166,7 @@ pub async fn run(
         jq,
         signals,
         processing: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
-        baselines: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
+        baselines: Arc::new(tokio::sync::Semaphore::new(poller::BASELINE_SLOTS)),
         grid: Default::default(),
     });
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
