@@ -130,7 +130,7 @@ pub struct Registry {
 impl Registry {
     /// A source's entry, created when missing; a task keeps it and updates it with [`apply`].
     pub fn entry(&self, name: &str) -> SourceEntry {
-        if let Some(e) = self.sources.read().ok().and_then(|m| m.get(name).cloned()) {
+        if let Some(e) = self.existing(name) {
             return e;
         }
         let mut map = self.sources.write().unwrap_or_else(|p| p.into_inner());
@@ -152,9 +152,13 @@ impl Registry {
     /// Applies `f` to a source's entry if it has one: a poll that finishes after its source was
     /// removed does not bring the entry back.
     pub fn update_existing(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Some(e) = self.sources.read().ok().and_then(|m| m.get(name).cloned()) {
+        if let Some(e) = self.existing(name) {
             apply(&e, f);
         }
+    }
+
+    fn existing(&self, name: &str) -> Option<SourceEntry> {
+        self.sources.read().ok().and_then(|m| m.get(name).cloned())
     }
 
     /// Removes a source's entry (the source left the config).

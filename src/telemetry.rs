@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::status::{SourceCounters, change};
+use crate::status::{SourceCounters, change, outcome};
 
 /// Build information, value 1, label `version`.
 pub const BUILD_INFO: &str = "pollhook_build_info";
@@ -147,7 +147,7 @@ pub fn render_counters(out: &mut String, sources: &[SourceCounters]) {
         &instance,
         sources
             .iter()
-            .map(|s| (&s.name, POLL_OUTCOMES.iter().zip(&s.polls))),
+            .map(|s| (&s.name, outcome::ALL.iter().zip(&s.polls))),
     );
     family(
         out,
@@ -252,9 +252,6 @@ pub struct SourceMetrics {
     /// `pollhook_poll_duration_seconds` (one histogram for all sources).
     pub duration: metrics::Histogram,
 }
-
-/// Every `outcome` label of `pollhook_polls_total`.
-pub const POLL_OUTCOMES: [&str; 5] = crate::status::outcome::ALL;
 
 impl SourceMetrics {
     /// Takes the handles.
