@@ -37,6 +37,13 @@ struct Browser {
 
 impl Browser {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let v = self.send(method, path, body).await;
+        assert!(v["error"].is_null(), "webdriver {path}: {v}");
+        v
+    }
+
+    /// A WebDriver command's `value`, an error included.
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -49,11 +56,6 @@ impl Browser {
         let resp = req.send().await.expect("chromedriver answers");
         let text = resp.text().await.expect("chromedriver body");
         let v: Value = serde_json::from_str(&text).expect("chromedriver JSON");
-        assert!(
-            v["value"]["error"].is_null(),
-            "webdriver {path}: {}",
-            v["value"]
-        );
         v["value"].clone()
     }
 
@@ -96,13 +98,20 @@ impl Browser {
         .await;
     }
 
+    /// The page's text. A navigation (a form's redirect landing) can replace the page between
+    /// finding its body and reading it: a stale body is found again on the new page.
     async fn text(&self) -> String {
-        let body = self.find("//body").await;
-        self.call(reqwest::Method::GET, &format!("/element/{body}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        for _ in 0..10 {
+            let body = self.find("//body").await;
+            let path = format!("/element/{body}/text");
+            let v = self.send(reqwest::Method::GET, &path, None).await;
+            if v["error"] == "stale element reference" {
+                continue;
+            }
+            assert!(v["error"].is_null(), "webdriver {path}: {v}");
+            return v.as_str().unwrap_or("").to_owned();
+        }
+        panic!("the page kept being replaced while its text was read");
     }
 
     async fn screenshot(&self, name: &str) {
