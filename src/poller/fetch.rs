@@ -2,6 +2,7 @@
 //! hop under the source's `follow_redirects` (credentials stay with their origin), and the
 //! `max_body` cap enforced while streaming (a huge body is cut off, never buffered whole).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use reqwest::header::{
@@ -108,12 +109,12 @@ async fn fetch_inner(
     validators: &Validators,
     gate: &Gate,
 ) -> Result<(Fetched, reqwest::header::HeaderMap), FetchError> {
-    let origin = url.origin();
-    let mut hop = url.clone();
+    // The first hop is the configured URL itself: no copy of it, no origin to compare.
+    let mut hop = Cow::Borrowed(url);
     let mut method = req.method;
     for hops in 0.. {
         // Credentials, configured headers and validators go only to the configured origin.
-        let trusted = hop.origin() == origin;
+        let trusted = hops == 0 || hop.origin() == url.origin();
         let mut resp = build(client, req, &hop, method, trusted, validators)
             .send()
             .await
@@ -130,17 +131,17 @@ async fn fetch_inner(
             {
                 method = Method::Get;
             }
-            hop = next;
+            hop = Cow::Owned(next);
             continue;
         }
         if status == reqwest::StatusCode::NOT_MODIFIED && req.conditional {
-            return Ok((Fetched::NotModified, resp.headers().clone()));
+            return Ok((Fetched::NotModified, std::mem::take(resp.headers_mut())));
         }
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));
         }
         let body = read_capped(&mut resp, req).await?;
-        let headers = resp.headers().clone();
+        let headers = std::mem::take(resp.headers_mut());
         return Ok((Fetched::Body(body, validators_of(&headers)), headers));
     }
     unreachable!("the redirect loop only ends by returning")

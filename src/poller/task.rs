@@ -67,6 +67,10 @@ impl Poller {
                 s.items = live;
                 s.paused = paused;
             });
+            // One registration with the token for the task's life, not one per wait: a
+            // `cancelled()` made inside each `select!` registered and unregistered a waiter
+            // (two locks each) twice per poll.
+            let mut cancelled = std::pin::pin!(shutdown.cancelled());
             loop {
                 let fire = later(
                     base,
@@ -78,7 +82,8 @@ impl Poller {
                 );
                 apply(&reporter.status, |s| s.next_poll = Some(Stamp(fire)));
                 let forced = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    biased;
+                    _ = &mut cancelled => return,
                     _ = sleep_until(ctx.grid.on(fire)) => None,
                     cmd = control.recv() => match cmd {
                         Control::PollNow(reply) => Some(reply),
@@ -102,7 +107,8 @@ impl Poller {
                 }
                 let started = Instant::now();
                 let result = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    biased;
+                    _ = &mut cancelled => return,
                     r = self.poll(&ctx) => r,
                 };
                 let said = reporter.report(&self, &ctx, &result, started.elapsed(), failures);
