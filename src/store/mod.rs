@@ -297,6 +297,9 @@ pub fn open_config(
 pub fn open_backend(config: &crate::config::Config) -> Result<Arc<dyn Backend>, StoreError> {
     Ok(match &config.postgres {
         Some(pg) => Arc::new(PgBackend::open(pg, &config.instance)?),
-        None => Arc::new(RedbBackend::open(&config.state)?),
+        None => Arc::new(RedbBackend::open_sized(
+            &config.state,
+            self::redb::cache_bytes(config.sources.len()),
+        )?),
     })
 }
