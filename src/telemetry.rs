@@ -244,7 +244,7 @@ pub enum Signal {
 
 /// The metric handles a source task records into, taken once when it starts: a poll records
 /// without building label sets or looking keys up in the registry. (Its poll counts by outcome
-/// live in its status entry; see [`render_polls`].)
+/// live in its status entry; see [`render_counters`].)
 pub struct SourceMetrics {
     /// `pollhook_schedule_lag_seconds` (one histogram for all sources: a histogram per source
     /// costs kilobytes each and thousands of series in Prometheus).

@@ -199,7 +199,7 @@ pub struct InstanceInfo {
     pub claims: usize,
 }
 
-/// The storage engine interface (design §8). Implementations are blocking; [`Store`] calls
+/// The storage engine interface (design §8). Implementations are blocking; [`Store`](super::Store) calls
 /// `apply` from its writer thread and the reads from short-lived blocking contexts.
 pub trait Backend: Send + Sync + 'static {
     /// Applies every op in one durable transaction, returning one result per op in order.

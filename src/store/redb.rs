@@ -82,7 +82,7 @@ impl RedbBackend {
     }
 
     /// Opens (or creates) the state file, creating tables and checking the schema version;
-    /// `cache` is redb's page cache in bytes (see [`cache_bytes`]).
+    /// `cache` is redb's page cache in bytes (`cache_bytes` sizes it for a config).
     pub fn open_sized(path: &Path, cache: usize) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
