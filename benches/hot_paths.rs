@@ -155,7 +155,7 @@ fn render_filter_sign(c: &mut Criterion) {
             .expect("bench config");
     let dest = config.destinations["d"].clone();
     let signer = Signer::new(&dest);
-    let jq = pollhook::jq::JqPool::new(env!("CARGO_BIN_EXE_pollhook").into());
+    let jq = pollhook::jq::JqPool::new(env!("CARGO_BIN_EXE_pollhook").into(), dest.jq, "d");
     let event = json!({
         "type": "item.created", "timestamp": "2026-11-30T12:00:00.000Z", "source": "s",
         "id": "evt_abcdefghijklmnopqrstuvwxyz", "key": "1", "revision": 1,
@@ -170,8 +170,9 @@ fn render_filter_sign(c: &mut Criterion) {
     g.bench_function("one_event_per_round_trip", |b| {
         b.iter(|| {
             rt.block_on(async {
-                match pollhook::poller::process::render_for(&jq, &dest, black_box(&event)).await {
-                    pollhook::poller::process::Rendering::Body(Some(body)) => {
+                match pollhook::delivery::transform::render_for(&jq, &dest, black_box(&event)).await
+                {
+                    pollhook::delivery::transform::Rendering::Body(Some(body)) => {
                         signer.headers("evt_abcdefghijklmnopqrstuvwxyz", 1_700_000_000, &body)
                     }
                     other => panic!("unexpected {other:?}"),

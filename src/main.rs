@@ -18,7 +18,9 @@ fn main() -> ExitCode {
     init_logging(&cli.log_level, cli.log_format);
     let result = match cli.command {
         Command::Check(args) => cli::check(args),
-        Command::JqWorker => pollhook::jq::worker::serve().map_err(anyhow::Error::from),
+        Command::JqWorker(args) => {
+            pollhook::jq::worker::serve(args.limits()).map_err(anyhow::Error::from)
+        }
         Command::State { command } => cli::state(command),
         Command::Verify(args) => match cli::verify(args) {
             Ok(false) => return ExitCode::from(1),

@@ -45,6 +45,16 @@ pub const OUTBOX_STRANDED: &str = "pollhook_outbox_stranded_total";
 /// Rows pruned by retention, by `what` (tombstone, source).
 pub const PRUNED: &str = "pollhook_pruned_total";
 
+/// How long each render of a destination's jq programs took (one round trip to its worker,
+/// a batch of events), by destination; `_sum` is the time its programs ran.
+pub const JQ_SECONDS: &str = "pollhook_jq_render_seconds";
+
+/// Renders stopped by a limit, by destination and `limit` (time, memory, output, crash).
+pub const JQ_LIMITS: &str = "pollhook_jq_limits_total";
+
+/// Admin connections refused because too many had not finished their request headers.
+pub const ADMIN_REFUSED: &str = "pollhook_admin_connections_refused_total";
+
 /// Histogram buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -94,6 +104,19 @@ fn describe() {
         "How late scheduled polls start"
     );
     describe_counter!(DELIVERIES, "Delivery attempts by destination and outcome");
+    describe_histogram!(
+        JQ_SECONDS,
+        Unit::Seconds,
+        "Time a destination's jq programs ran per render"
+    );
+    describe_counter!(
+        JQ_LIMITS,
+        "Renders stopped by a jq limit, by destination and limit"
+    );
+    describe_counter!(
+        ADMIN_REFUSED,
+        "Admin connections refused: too many had not sent their headers"
+    );
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,

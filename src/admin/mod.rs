@@ -1,27 +1,29 @@
-//! The admin HTTP API (design §6): health, readiness, Prometheus metrics, and the `/v1`
-//! operator routes behind an optional bearer token. `routes.rs` holds the handlers,
-//! `client.rs` the CLI's side of the API.
+//! The admin HTTP API (design §6): health, readiness, Prometheus metrics, the `/v1` operator
+//! routes behind an optional bearer token, and the status page. `auth.rs` is the one gate in
+//! front of every route (design §9), `routes.rs` and `events.rs` hold the handlers, `page/` the
+//! status page, `serve.rs` the listener (timeouts and connection caps), `client.rs` the CLI's
+//! side of the API.
 //!
 //! The server is given its listener (port 0 in tests) and a shutdown token, like the rest of
 //! the daemon.
 
+pub mod auth;
 pub mod client;
 pub mod events;
 pub mod page;
 mod routes;
+mod serve;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
-use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
 use crate::delivery::DispatchCmd;
@@ -56,7 +58,18 @@ pub struct AdminState {
     pub page_secret: Arc<[u8; 32]>,
     /// Whether the listener is on loopback (the page's buttons work there without a token).
     pub loopback: bool,
+    /// The address it listens on (a `Host` naming it is this daemon's).
+    pub listen: Option<SocketAddr>,
+    /// Other names it answers to (`admin.hosts`).
+    pub hosts: Vec<String>,
+    /// How long a status-page sign-in lasts (`admin.session`).
+    pub session_ttl: Duration,
+    /// Open status-page sessions and recent sign-in attempts.
+    pub sessions: Arc<page::Sessions>,
 }
+
+/// Largest request body any admin route reads (a replay request, a sign-in form).
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
 /// A fresh random key for [`AdminState::page_secret`].
 pub fn page_secret() -> Arc<[u8; 32]> {
@@ -66,7 +79,7 @@ pub fn page_secret() -> Arc<[u8; 32]> {
     Arc::new(key)
 }
 
-/// The router.
+/// The router: every route behind the gate of `auth.rs`, `/v1` behind the bearer token too.
 pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/v1/sources", get(routes::sources))
@@ -82,10 +95,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/events/{id}", get(events::show))
         .route("/v1/events/{id}/resend", post(events::resend))
         .route("/v1/replay", post(events::replay))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/", get(page::index))
         .route("/login", post(page::login))
+        .route("/logout", post(page::logout))
         .route("/events/{id}", get(page::event))
         .route("/ui/sources/{name}/resume", post(page::resume))
         .route("/ui/events/{id}/resend", post(page::resend))
@@ -94,47 +111,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .merge(v1)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state)
 }
 
-/// Rejects `/v1` requests without the configured bearer token (constant-time comparison).
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if authorized(&state, req.headers()) {
-        next.run(req).await
-    } else {
-        let body = axum::Json(
-            serde_json::json!({"error": "missing or wrong bearer token; set admin.token in the CLI's config"}),
-        );
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            body,
-        )
-            .into_response()
-    }
-}
-
-/// Whether a request may see `/v1` and details: no token is configured, or it carries it as a
-/// bearer (compared in constant time).
-pub fn authorized(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
-    let Some(token) = &state.token else {
-        return true;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))
-}
-
-/// Serves the admin API on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AdminState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-}
+pub use auth::authorized;
+pub use serve::serve;

@@ -116,7 +116,28 @@ pub enum Command {
     },
     /// Internal: evaluate jq programs for a running daemon (started by it, speaks on stdio).
     #[command(hide = true)]
-    JqWorker,
+    JqWorker(JqWorkerArgs),
+}
+
+/// `pollhook jq-worker` (internal): the limits the daemon starts it with.
+#[derive(Debug, clap::Args)]
+pub struct JqWorkerArgs {
+    /// Address-space limit of this process, bytes.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Largest output of one program, bytes.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub max_output: u64,
+}
+
+impl JqWorkerArgs {
+    /// The limits to serve under.
+    pub fn limits(&self) -> crate::jq::worker::WorkerLimits {
+        crate::jq::worker::WorkerLimits {
+            memory: self.memory,
+            max_output: self.max_output,
+        }
+    }
 }
 
 /// `pollhook state`.
@@ -351,20 +372,27 @@ pub async fn preview(
     let items = match &src.paginate {
         Some(p) => {
             let gate = crate::poller::rate_limit::Gate::open(&src.request.url);
-            let merged =
-                crate::poller::paginate::fetch_pages(&client, src, p, &gate, &Default::default())
-                    .await
-                    .with_context(|| format!("source {source}"))?;
-            extract(&src.extract.for_merged_pages(), &merged.body)
+            let run = crate::poller::paginate::Run {
+                client: &client,
+                source: src,
+                paginate: p,
+                gate: &gate,
+                cache: &Default::default(),
+                items: &Default::default(),
+            };
+            crate::poller::paginate::fetch_pages(run)
+                .await
+                .map(|pages| pages.extraction.items)
+                .with_context(|| format!("source {source}"))?
         }
         None => extract(
             &src.extract,
             &fetch(&client, &src.request)
                 .await
                 .with_context(|| format!("source {source}"))?,
-        ),
-    }
-    .with_context(|| format!("source {source}"))?;
+        )
+        .with_context(|| format!("source {source}"))?,
+    };
     if let Some(dest) = destination {
         return render::preview_destination(&config, src, &dest, &items).await;
     }

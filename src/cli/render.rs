@@ -11,10 +11,10 @@ use super::SignArgs;
 use crate::config::{self, Config, Destination, Source};
 use crate::delivery::send::request_headers;
 use crate::delivery::signing::Signer;
+use crate::delivery::transform::{Rendering, render_for};
 use crate::event::event_id;
 use crate::extract::Item;
 use crate::jq::JqPool;
-use crate::poller::process::{Rendering, render_for};
 use crate::store::OutboxRow;
 
 fn destination(config: &Config, name: &str) -> anyhow::Result<Arc<Destination>> {
@@ -24,10 +24,10 @@ fn destination(config: &Config, name: &str) -> anyhow::Result<Arc<Destination>> 
     })
 }
 
-fn jq() -> anyhow::Result<JqPool> {
-    Ok(JqPool::new(std::env::current_exe().context(
-        "cannot find this executable for the jq worker",
-    )?))
+/// A jq worker for `dest`, under its limits.
+fn jq(dest: &Destination) -> anyhow::Result<JqPool> {
+    let exe = std::env::current_exe().context("cannot find this executable for the jq worker")?;
+    Ok(JqPool::new(exe, dest.jq, &dest.name))
 }
 
 /// A sample `item.created` event, or the one in `--event`.
@@ -65,7 +65,7 @@ pub async fn sign_destination(args: &SignArgs, name: &str) -> anyhow::Result<()>
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
     let event = event(args, now)?;
     let envelope = serde_json::to_vec(&event)?;
-    let body = match render_for(&jq()?, &dest, &event).await {
+    let body = match render_for(&jq(&dest)?, &dest, &event).await {
         Rendering::Filtered => {
             println!("# {name}'s filter drops this event: nothing would be sent");
             return Ok(());
@@ -88,6 +88,7 @@ pub async fn sign_destination(args: &SignArgs, name: &str) -> anyhow::Result<()>
         last_error: None,
         dead_reason: None,
         dead_ms: None,
+        render: false,
         body: Arc::from(body),
     };
     println!("POST {}", dest.url);
@@ -108,7 +109,7 @@ pub async fn preview_destination(
     items: &[Item],
 ) -> anyhow::Result<()> {
     let dest = destination(config, name)?;
-    let jq = jq()?;
+    let jq = jq(&dest)?;
     let now = chrono::Utc::now();
     for item in items {
         let hash = source.extract.hash(&item.data);

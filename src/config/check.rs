@@ -10,6 +10,7 @@ use super::env::expand;
 use super::error::Problem;
 use super::raw::Str;
 use super::validated::Secret;
+use reqwest::header::{HeaderName, HeaderValue};
 
 /// Looks up an environment variable.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -201,6 +202,43 @@ impl<'a> Checker<'a> {
             }
         }
     }
+
+    /// A header map (`headers:` of a source): every name and value must be legal HTTP.
+    pub fn headers(
+        &mut self,
+        path: &str,
+        raw: &std::collections::BTreeMap<String, Str>,
+    ) -> Option<Vec<(HeaderName, HeaderValue)>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (name, value) in raw {
+            let hpath = format!("{path}.{name}");
+            let Some(text) = self.text(&hpath, value) else {
+                ok = false;
+                continue;
+            };
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&text),
+            ) {
+                (Ok(n), Ok(mut v)) => {
+                    // Configured headers often carry credentials: keep them out of Debug output.
+                    v.set_sensitive(true);
+                    out.push((n, v));
+                }
+                _ => {
+                    self.problem(
+                        &hpath,
+                        line_of(&value.referenced),
+                        None,
+                        "a valid HTTP header name and value, e.g. X-Env: prod",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
 }
 
 /// Parses `16MiB`, `10MB`, `512KiB`, `1000B` or a bare byte count.
@@ -221,6 +259,17 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult).filter(|n| *n > 0)
+}
+
+/// Whether `url` names this machine (127.0.0.0/8, ::1 or localhost): traffic that never crosses
+/// a network, so plain http is no risk there.
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -7,6 +7,21 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default `max_body`.
 pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
+/// Default `max_run_body`: the bytes one paginated run receives in all (design §9).
+pub const DEFAULT_MAX_RUN_BODY: u64 = 256 << 20;
+/// Default `admin.session`: how long a status-page sign-in lasts.
+pub const DEFAULT_SESSION: Duration = Duration::from_secs(12 * 3600);
+/// Default `jq_timeout` of a destination: how long its programs may run for one event.
+pub const DEFAULT_JQ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest accepted `jq_timeout` (a program that needs longer is a bug, and a destination's
+/// other events wait that long behind it).
+pub const MAX_JQ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `jq_memory`: the address space of a destination's jq worker process.
+pub const DEFAULT_JQ_MEMORY: u64 = 512 << 20;
+/// Smallest accepted `jq_memory` (the worker's own code and stack need some).
+pub const MIN_JQ_MEMORY: u64 = 64 << 20;
+/// Default `max_body` of a destination: the largest body its `body` program may produce.
+pub const DEFAULT_RENDERED_MAX_BODY: u64 = 1 << 20;
 /// Default jitter fraction.
 pub const DEFAULT_JITTER: f64 = 0.10;
 /// Default retry schedule of a destination.
@@ -38,6 +53,7 @@ pub const MAX_EVERY: Duration = Duration::from_secs(365 * 24 * 3600);
 pub(super) struct Defaults {
     pub(super) timeout: Duration,
     pub(super) max_body: u64,
+    pub(super) max_run_body: u64,
     pub(super) jitter: f64,
 }
 /// Longest step of a destination's `retry` schedule.

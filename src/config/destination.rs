@@ -7,12 +7,13 @@ use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_saphyr::Spanned;
 
-use super::check::{Checker, line_of};
+use super::check::{Checker, is_loopback, line_of};
 use super::defaults::{DEFAULT_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, MAX_RETRY_STEP};
 use super::raw::{RawDestination, RawSecret, Str};
 use super::raw::{RawScheme, RawSignature, RawSignatureItem};
 use super::schemes::{PRESETS, preset};
-use super::validated::{Destination, Encoding, JqProgram, KeyForm, Scheme, Secret};
+use super::transform::transform;
+use super::validated::{Destination, Encoding, KeyForm, Scheme, Secret};
 use crate::template::{HEADER_VARS, SIGNS_VARS, Template, VALUE_VARS, Values, Var};
 
 pub(super) fn destination(
@@ -32,7 +33,7 @@ pub(super) fn destination(
     };
     if let Some(u) = url
         .as_ref()
-        .filter(|u| u.scheme() == "http" && !super::source::is_loopback(u))
+        .filter(|u| u.scheme() == "http" && !is_loopback(u))
     {
         ck.warn(
             &p("url"),
@@ -92,18 +93,15 @@ pub(super) fn destination(
         Some(c) => Some(c.value as usize),
         None => Some(DEFAULT_CONCURRENCY),
     };
+    let (body, filter, jq_limits) = transform(name, d, ck);
     Some(Destination {
         name: name.to_owned(),
         url: url?,
         secrets: secrets?,
         signatures: signatures?,
-        body: jq(&p("body"), d.body.as_ref(), ".data", ck)?,
-        filter: jq(
-            &p("filter"),
-            d.filter.as_ref(),
-            ".type == \"item.created\"",
-            ck,
-        )?,
+        body: body?,
+        filter: filter?,
+        jq: jq_limits?,
         timeout: timeout?,
         headers: headers?,
         retry: retry?,
@@ -251,42 +249,6 @@ pub fn standard_key(secret: &str) -> Result<Vec<u8>, &'static str> {
         Ok(key) if !key.is_empty() => Ok(key),
         _ => Err("the part after whsec_ is not valid base64"),
     }
-}
-
-pub(super) fn headers(
-    path: &str,
-    raw: &BTreeMap<String, Str>,
-    ck: &mut Checker<'_>,
-) -> Option<Vec<(HeaderName, HeaderValue)>> {
-    let mut out = Vec::new();
-    let mut ok = true;
-    for (name, value) in raw {
-        let hpath = format!("{path}.{name}");
-        let Some(text) = ck.text(&hpath, value) else {
-            ok = false;
-            continue;
-        };
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&text),
-        ) {
-            (Ok(n), Ok(mut v)) => {
-                // Configured headers often carry credentials: keep them out of Debug output.
-                v.set_sensitive(true);
-                out.push((n, v));
-            }
-            _ => {
-                ck.problem(
-                    &hpath,
-                    line_of(&value.referenced),
-                    None,
-                    "a valid HTTP header name and value, e.g. X-Env: prod",
-                );
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(out)
 }
 
 /// A destination's `headers:`: values are templates with per-event placeholders; each must
@@ -462,25 +424,4 @@ fn custom(path: &str, raw: &RawScheme, line: Option<u64>, ck: &mut Checker<'_>) 
         more: None,
         extra: Vec::new(),
     })
-}
-
-/// A jq program (`body`, `filter`), compiled now so a syntax error is a config error with its
-/// path, line and jq message. `Some(None)` when absent; `None` when invalid.
-fn jq(
-    path: &str,
-    raw: Option<&Str>,
-    example: &str,
-    ck: &mut Checker<'_>,
-) -> Option<Option<JqProgram>> {
-    let Some(raw) = raw else {
-        return Some(None);
-    };
-    let code = ck.text(path, raw)?;
-    match crate::jq::compile(&code) {
-        Ok(_) => Some(Some(JqProgram(code))),
-        Err(e) => {
-            ck.bad(path, raw, format!("a jq program ({e}), e.g. '{example}'"));
-            None
-        }
-    }
 }

@@ -13,6 +13,7 @@ mod raw;
 mod schemes;
 mod source;
 mod store;
+mod transform;
 mod validate;
 mod validated;
 

@@ -96,6 +96,11 @@ pub struct RawAdmin {
     pub listen: Option<Str>,
     /// Bearer token required on `/v1` when set and not empty.
     pub token: Option<Str>,
+    /// Host names (besides the listen address, `localhost` and IP literals) the API answers to.
+    #[serde(default)]
+    pub hosts: Vec<Str>,
+    /// How long a status-page sign-in lasts, humantime.
+    pub session: Option<Str>,
 }
 
 /// `defaults:`.
@@ -108,6 +113,8 @@ pub struct RawDefaults {
     pub max_body: Option<Str>,
     /// Random delay added to each poll, as a percentage of the interval, e.g. `10%`.
     pub jitter: Option<Str>,
+    /// Most bytes one paginated run receives in all, e.g. `256MiB`.
+    pub max_run_body: Option<Str>,
 }
 
 /// `destinations.<name>`.
@@ -126,6 +133,12 @@ pub struct RawDestination {
     pub body: Option<Str>,
     /// jq program: keeps the event when it yields a value other than false or null.
     pub filter: Option<Str>,
+    /// Largest body the `body` program may produce, e.g. `1MiB`.
+    pub max_body: Option<Str>,
+    /// How long the programs may run for one event, humantime.
+    pub jq_timeout: Option<Str>,
+    /// Memory limit of the process that runs the programs, e.g. `512MiB`.
+    pub jq_memory: Option<Str>,
     /// Request timeout, humantime.
     pub timeout: Option<Str>,
     /// Extra request headers.
@@ -213,6 +226,8 @@ pub struct RawSource {
     pub timeout: Option<Str>,
     /// Largest accepted body (overrides `defaults.max_body`).
     pub max_body: Option<Str>,
+    /// Most bytes one paginated run receives in all (overrides `defaults.max_run_body`).
+    pub max_run_body: Option<Str>,
     /// Jitter (overrides `defaults.jitter`).
     pub jitter: Option<Str>,
     /// This source's own request budget, `N/DURATION`.

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_saphyr::Spanned;
 
-use super::check::{Checker, line_of};
+use super::check::{Checker, is_loopback, line_of};
 use super::defaults::{Defaults, MAX_EVERY, MIN_EVERY};
-use super::destination::headers;
 use super::raw::{RawAuth, RawDestination, RawSource, Str};
 use super::validated::{
     Auth, EmitSet, FirstPoll, Include, Method, Paginate, Redirects, Request, Source,
@@ -153,7 +152,7 @@ fn request(
     Some(Request {
         url: url?,
         method: method?,
-        headers: headers(&p("headers"), &s.headers, ck)?,
+        headers: ck.headers(&p("headers"), &s.headers)?,
         body: body.flatten(),
         auth,
         timeout: s
@@ -166,6 +165,12 @@ fn request(
             .max_body
             .as_ref()
             .map_or(Some(defaults.max_body), |m| ck.size(&p("max_body"), m))?,
+        max_run_body: s
+            .max_run_body
+            .as_ref()
+            .map_or(Some(defaults.max_run_body), |m| {
+                ck.size(&p("max_run_body"), m)
+            })?,
     })
 }
 
@@ -498,17 +503,6 @@ fn paginate(name: &str, s: &RawSource, ck: &mut Checker<'_>) -> Option<Option<Pa
         param: page.param.clone(),
         start: page.start.unwrap_or(1),
     }))
-}
-
-/// Whether `url` names this machine (127.0.0.0/8, ::1 or localhost): traffic that never crosses
-/// a network, so plain http is no risk there.
-pub(super) fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or("");
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a header name suggests a credential (`X-Api-Key`, `X-Auth-Token`, `Cookie`, ...).

@@ -11,7 +11,8 @@ use serde_saphyr::Spanned;
 use super::check::{Checker, line_of};
 use super::defaults::{
     DEFAULT_ALERTS_AFTER, DEFAULT_HISTORY_KEEP, DEFAULT_HISTORY_MAX_RECORDS, DEFAULT_JITTER,
-    DEFAULT_MAX_BODY, DEFAULT_STATE, DEFAULT_TIMEOUT, DEFAULT_TOMBSTONE_TTL, Defaults,
+    DEFAULT_MAX_BODY, DEFAULT_MAX_RUN_BODY, DEFAULT_SESSION, DEFAULT_STATE, DEFAULT_TIMEOUT,
+    DEFAULT_TOMBSTONE_TTL, Defaults,
 };
 use super::destination::destination;
 use super::raw::{RawAdmin, RawAlerts, RawConfig, RawDefaults, RawHistory, RawHost};
@@ -174,7 +175,49 @@ fn admin(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Admin>
         );
         return None;
     }
-    Some(Admin { listen, token })
+    let hosts = admin_hosts(raw, ck)?;
+    let session = match raw.and_then(|a| a.value.session.as_ref()) {
+        Some(v) => ck.duration("admin.session", v)?,
+        None => DEFAULT_SESSION,
+    };
+    Some(Admin {
+        listen,
+        token,
+        hosts,
+        session,
+    })
+}
+
+/// `admin.hosts`: DNS names the admin API answers to besides its own address (design §9), in
+/// lowercase, without a port.
+fn admin_hosts(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, v) in raw.map_or(&[][..], |a| &a.value.hosts).iter().enumerate() {
+        let path = format!("admin.hosts[{i}]");
+        let Some(name) = ck.text(&path, v) else {
+            ok = false;
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        match valid {
+            true => out.push(name),
+            false => {
+                ck.bad(
+                    &path,
+                    v,
+                    "a DNS name without scheme or port, e.g. hosts: [pollhook.internal]",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 fn hosts(
@@ -219,6 +262,11 @@ fn defaults(raw: RawDefaults, ck: &mut Checker<'_>) -> Defaults {
             .as_ref()
             .and_then(|v| ck.size("defaults.max_body", v))
             .unwrap_or(DEFAULT_MAX_BODY),
+        max_run_body: raw
+            .max_run_body
+            .as_ref()
+            .and_then(|v| ck.size("defaults.max_run_body", v))
+            .unwrap_or(DEFAULT_MAX_RUN_BODY),
         jitter: raw
             .jitter
             .as_ref()

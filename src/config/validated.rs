@@ -105,6 +105,11 @@ pub struct Admin {
     pub listen: Option<std::net::SocketAddr>,
     /// Bearer token required on `/v1`, when set.
     pub token: Option<Secret>,
+    /// DNS names (lowercase, no port) the API answers to besides its own address, `localhost`
+    /// and IP literals (`admin.hosts`; design §9).
+    pub hosts: Vec<String>,
+    /// How long a status-page sign-in lasts (`admin.session`).
+    pub session: Duration,
 }
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -202,6 +207,15 @@ pub struct Destination {
     pub retry: Vec<Duration>,
     /// Most requests in flight at once.
     pub concurrency: usize,
+    /// Limits of the `body` and `filter` programs (time, memory, output size).
+    pub jq: crate::jq::Limits,
+}
+
+impl Destination {
+    /// Whether it has `filter` or `body` programs, which must run before an event is sent.
+    pub fn programmed(&self) -> bool {
+        self.filter.is_some() || self.body.is_some()
+    }
 }
 
 /// HTTP method of a poll.
@@ -280,6 +294,8 @@ pub struct Request {
     pub timeout: Duration,
     /// Largest body accepted, enforced while streaming.
     pub max_body: u64,
+    /// Most bytes one paginated run receives in all pages together.
+    pub max_run_body: u64,
     /// Whether validators (ETag, Last-Modified) are sent.
     pub conditional: bool,
     /// Which redirects are followed.

@@ -17,7 +17,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{Alerts, Destinations};
 use crate::extract::ContentHash;
-use crate::status::Registry;
 use crate::store::{Delivery, NewEvent, PollCommit, SourceMeta, Store};
 use crate::telemetry::Signal;
 
@@ -167,7 +166,6 @@ fn commit(alert: &Alert, config: &Alerts) -> PollCommit {
             revision,
             body: Arc::from(body.to_string().into_bytes()),
             deliveries: config.to.iter().map(|d| Delivery::envelope(d)).collect(),
-            filtered: Vec::new(),
         }],
         now_ms: now.timestamp_millis(),
         fence: 0,
@@ -182,12 +180,8 @@ pub struct AlertTask {
     pub config: watch::Receiver<Option<Alerts>>,
     /// Where alerts are queued.
     pub store: Store,
-    /// Destinations (their jq programs shape alerts too).
+    /// Destinations (their jq programs shape alerts too: the dispatcher renders them).
     pub destinations: Destinations,
-    /// Evaluates jq programs.
-    pub jq: Arc<crate::jq::JqPool>,
-    /// Counts filtered deliveries.
-    pub registry: Arc<Registry>,
     /// Ends the task (before the store closes).
     pub stop: tokio_util::sync::CancellationToken,
 }
@@ -212,12 +206,9 @@ impl AlertTask {
             };
             tracing::info!(kind = alert.kind, subject = %alert.subject, "alert");
             let mut commit = commit(&alert, &config);
-            let dests = self
-                .destinations
-                .read()
-                .map(|d| d.clone())
-                .unwrap_or_default();
-            crate::poller::process::render(&self.jq, &dests, &self.registry, &mut commit).await;
+            if let Ok(dests) = self.destinations.read() {
+                commit.defer_renders(|name| dests.get(name).is_some_and(|d| d.programmed()));
+            }
             if let Err(e) = self.store.emit(commit).await {
                 tracing::error!(error = %e, kind = alert.kind, "cannot queue an alert");
             }

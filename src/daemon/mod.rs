@@ -111,7 +111,17 @@ pub async fn run(
     let registry = Arc::new(Registry::default());
     let (signals_tx, signals_rx) = mpsc::unbounded_channel();
     let signals = crate::telemetry::Signals::new(signals_tx);
-    let delivery = Delivery::start(&config, &store, &registry, rows_rx, &signals)?;
+    let jq_exe = match options.jq_worker {
+        Some(exe) => exe,
+        None => std::env::current_exe().map_err(DaemonError::Exe)?,
+    };
+    let inputs = DeliveryInputs {
+        store: &store,
+        registry: &registry,
+        signals: &signals,
+        jq_exe,
+    };
+    let delivery = Delivery::start(&config, inputs, rows_rx)?;
     if store.backend().lease().is_some() {
         let claims = crate::delivery::claimer(store.clone(), claims_tx, delivery.stop.clone());
         tokio::spawn(claims);
@@ -130,6 +140,10 @@ pub async fn run(
         destinations: delivery.dests.clone(),
         page_secret: admin::page_secret(),
         loopback: false,
+        listen: None,
+        hosts: config.admin.hosts.clone(),
+        session_ttl: config.admin.session,
+        sessions: Default::default(),
     };
     let admin_task = start_admin(
         &config,
@@ -139,10 +153,6 @@ pub async fn run(
     )
     .await?;
 
-    let jq = Arc::new(crate::jq::JqPool::new(match options.jq_worker {
-        Some(exe) => exe,
-        None => std::env::current_exe().map_err(DaemonError::Exe)?,
-    }));
     let (alerts_tx, alerts_rx) = tokio::sync::watch::channel(config.alerts.clone());
     let alerts_stop = CancellationToken::new();
     let alerts_task = tokio::spawn(
@@ -151,8 +161,6 @@ pub async fn run(
             config: alerts_rx,
             store: store.clone(),
             destinations: delivery.dests.clone(),
-            jq: jq.clone(),
-            registry: registry.clone(),
             stop: alerts_stop.clone(),
         }
         .run(),
@@ -163,7 +171,6 @@ pub async fn run(
         registry: registry.clone(),
         limits: Arc::new(poller::Limits::new(&config.hosts)),
         destinations: delivery.dests.clone(),
-        jq,
         signals,
         processing: Arc::new(tokio::sync::Semaphore::new(poller::PROCESSING_PERMITS)),
         baselines: Arc::new(tokio::sync::Semaphore::new(poller::BASELINE_SLOTS)),
@@ -244,6 +251,14 @@ pub async fn run(
 }
 
 /// The running delivery side: the supervised dispatcher and the settle writer.
+/// What the delivery side is started with.
+struct DeliveryInputs<'a> {
+    store: &'a Store,
+    registry: &'a Arc<Registry>,
+    signals: &'a crate::telemetry::Signals,
+    jq_exe: PathBuf,
+}
+
 struct Delivery {
     commands: mpsc::UnboundedSender<DispatchCmd>,
     task: tokio::task::JoinHandle<()>,
@@ -260,11 +275,15 @@ impl Delivery {
     /// id and body).
     fn start(
         config: &Config,
-        store: &Store,
-        registry: &Arc<Registry>,
+        inputs: DeliveryInputs<'_>,
         rows: crate::delivery::RowReceiver,
-        signals: &crate::telemetry::Signals,
     ) -> Result<Delivery, DaemonError> {
+        let DeliveryInputs {
+            store,
+            registry,
+            signals,
+            jq_exe,
+        } = inputs;
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let client = crate::http::destination_client().map_err(DaemonError::Client)?;
@@ -286,18 +305,18 @@ impl Delivery {
                     .read()
                     .map(|d| d.values().cloned().collect())
                     .unwrap_or_default();
-                let (store, client, settle_tx, inputs, token, signals) = (
-                    store.clone(),
-                    client.clone(),
-                    settle_tx.clone(),
-                    inputs.clone(),
-                    token.clone(),
-                    signals.clone(),
-                );
+                let parts = crate::delivery::Parts {
+                    store: store.clone(),
+                    client: client.clone(),
+                    settle_tx: settle_tx.clone(),
+                    jq_exe: jq_exe.clone(),
+                    registry: registry.clone(),
+                };
+                let (inputs, token, signals) = (inputs.clone(), token.clone(), signals.clone());
                 async move {
                     let mut guard = inputs.lock_owned().await;
                     let (rows, commands) = &mut *guard;
-                    let mut dispatcher = Dispatcher::new(&current, store, client, settle_tx);
+                    let mut dispatcher = Dispatcher::new(&current, parts);
                     dispatcher.signals = signals;
                     match dispatcher.load_pending() {
                         Ok(n) => tracing::info!(pending = n, "dispatcher started"),
@@ -354,6 +373,7 @@ async fn start_admin(
     let mut state = state;
     if let Ok(addr) = listener.local_addr() {
         state.loopback = addr.ip().is_loopback();
+        state.listen = Some(addr);
         tracing::info!(%addr, token = state.token.is_some(), "admin API listening; status page at http://{addr}/");
     }
     Ok(Some(tokio::spawn(async move {

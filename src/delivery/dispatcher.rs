@@ -9,6 +9,11 @@
 //!   never awaits the network.
 //! - Bounded memory: at most `concurrency` bodies per destination are in memory at once (the
 //!   ones being sent); a backlog costs tens of bytes a row.
+//! - Transforms (design §9): a row whose destination has `filter`/`body` programs is rendered
+//!   by its send task when it is first due, on that destination's own jq worker, and the result
+//!   is stored before the first attempt (`task.rs`). A runaway program holds only that
+//!   destination's slots, each for at most its `jq_timeout`; a program that fails dead-letters
+//!   its event with the reason, and a filtered event is recorded as such.
 //! - Retry times live on the row (`due_ms`, persisted by the settle writer), not in a sleeping
 //!   task, so a restart resumes the same schedule.
 //! - Reconcile: on request, the settle writer commits every outcome queued so far and the store
@@ -17,6 +22,7 @@
 //!   counted. The writer hands committed rows over itself, so this should always find none.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +31,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::Queue;
-use super::retry::{Decision, Outcome, decide, describe};
-use super::send::attempt;
+use super::queue::{Pending, Queue};
+use super::retry::{Decision, decide, describe};
+use super::settle::SettleMsg;
 use super::signing::Signer;
+use super::task::{Sending, Sent, Unsent, work};
 use crate::config::Destination;
-use crate::store::{OutboxRow, Settle, Store, StoreError};
+use crate::jq::JqPool;
+use crate::status::Registry;
+use crate::store::{Attempt, OutboxRow, Settle, Store, StoreError};
 use crate::telemetry as m;
 
 /// Where the store's writer hands committed rows.
@@ -38,50 +47,12 @@ pub type RowSender = crate::store::RowSink;
 /// The dispatcher's end of [`RowSender`].
 pub type RowReceiver = mpsc::UnboundedReceiver<Vec<OutboxRow>>;
 
-/// How often the outbox gauges are refreshed.
-const GAUGES_EVERY: Duration = Duration::from_secs(5);
 /// Rows claimed at once when a dispatcher starts on a shared store.
 const CLAIM_ON_START: usize = 100_000;
-/// Rows claimed at once by the claimer on a shared store.
-const CLAIM_BATCH: usize = 1_000;
-/// How often the claimer looks for rows no live instance holds.
-pub const CLAIM_EVERY: Duration = Duration::from_millis(500);
-
-/// On a shared store (design §8): claims due outbox rows no live instance is delivering
-/// (those of a dead instance, or ones that waited for an earlier revision held elsewhere) and
-/// hands them to the dispatcher, until `stop`.
-pub async fn claimer(store: Store, rows: RowSender, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(CLAIM_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match store.read(|b| b.claim(CLAIM_BATCH, false)).await {
-            Ok(claimed) if claimed.is_empty() => {}
-            Ok(claimed) => {
-                tracing::debug!(rows = claimed.len(), "outbox rows claimed");
-                if rows.send(claimed).is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot claim outbox rows; will try again"),
-        }
-    }
-}
-
+/// How often the outbox gauges are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
 /// How long a row whose store read failed waits before it is tried again.
 const UNREADABLE_RETRY_MS: i64 = 1000;
-
-/// A message to the settle writer.
-#[derive(Debug)]
-pub enum SettleMsg {
-    /// One attempt's outcome.
-    Outcome(Settle),
-    /// Commit everything queued before this, then answer with the store's pending rows.
-    Snapshot(oneshot::Sender<Result<Vec<OutboxRow>, StoreError>>),
-}
 
 /// A command to the running dispatcher.
 #[derive(Debug)]
@@ -122,21 +93,37 @@ pub struct DestStats {
 struct Sender {
     dest: Arc<Destination>,
     signer: Arc<Signer>,
+    /// Its own jq worker, when it has programs.
+    jq: Option<Arc<JqPool>>,
 }
 
 /// What a send task reports.
 struct Done {
     seq: u64,
-    /// Event id, source, outcome and the attempt's log record.
-    result: Result<(String, String, Outcome, crate::store::Attempt), Unsent>,
+    result: Result<Sent, Unsent>,
 }
 
-/// Why a due row was not attempted.
-enum Unsent {
-    /// It is no longer in the outbox (settled meanwhile).
-    Gone,
-    /// The store could not be read.
-    Unreadable(String),
+/// What a dispatcher works with besides its destinations.
+pub struct Parts {
+    /// The store rows are read from.
+    pub store: Store,
+    /// The destinations' HTTP client.
+    pub client: reqwest::Client,
+    /// Where outcomes are recorded (the settle writer).
+    pub settle_tx: mpsc::UnboundedSender<SettleMsg>,
+    /// The pollhook binary that runs jq programs (`pollhook jq-worker`).
+    pub jq_exe: PathBuf,
+    /// Where filtered events are counted.
+    pub registry: Arc<Registry>,
+}
+
+/// A row on its way to the dead letters.
+struct Dead {
+    event: String,
+    source: String,
+    attempts: u32,
+    reason: String,
+    attempt: Option<Attempt>,
 }
 
 /// A reconcile in progress.
@@ -158,6 +145,8 @@ pub struct Dispatcher {
     store: Store,
     client: reqwest::Client,
     settle_tx: mpsc::UnboundedSender<SettleMsg>,
+    jq_exe: PathBuf,
+    registry: Arc<Registry>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     tasks: JoinSet<()>,
@@ -170,23 +159,20 @@ pub fn now_ms() -> i64 {
 }
 
 impl Dispatcher {
-    /// A dispatcher for `destinations`, reading bodies from `store` and settling outcomes
-    /// through `settle_tx`.
-    pub fn new(
-        destinations: &[Arc<Destination>],
-        store: Store,
-        client: reqwest::Client,
-        settle_tx: mpsc::UnboundedSender<SettleMsg>,
-    ) -> Self {
+    /// A dispatcher for `destinations`, reading bodies from the store and settling outcomes
+    /// through the settle writer of `parts`.
+    pub fn new(destinations: &[Arc<Destination>], parts: Parts) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut d = Dispatcher {
             queue: Queue::default(),
             senders: Vec::new(),
             inflight: Vec::new(),
             dead: Vec::new(),
-            store,
-            client,
-            settle_tx,
+            store: parts.store,
+            client: parts.client,
+            settle_tx: parts.settle_tx,
+            jq_exe: parts.jq_exe,
+            registry: parts.registry,
             done_tx,
             done_rx,
             tasks: JoinSet::new(),
@@ -215,9 +201,14 @@ impl Dispatcher {
         self.senders.iter_mut().for_each(|s| *s = None);
         for dest in dests {
             let i = self.slot(&dest.name);
+            // A fresh worker per reload: its limits or programs may have changed.
+            let jq = dest
+                .programmed()
+                .then(|| Arc::new(JqPool::new(self.jq_exe.clone(), dest.jq, &dest.name)));
             self.senders[i] = Some(Sender {
                 dest: dest.clone(),
                 signer: Arc::new(Signer::new(dest)),
+                jq,
             });
         }
     }
@@ -353,8 +344,14 @@ impl Dispatcher {
             let Some(sender) = &self.senders[i] else {
                 continue;
             };
-            let (dest, signer) = (sender.dest.clone(), sender.signer.clone());
-            while self.inflight[i] < dest.concurrency {
+            let sending = Sending {
+                store: self.store.clone(),
+                client: self.client.clone(),
+                dest: sender.dest.clone(),
+                signer: sender.signer.clone(),
+                jq: sender.jq.clone(),
+            };
+            while self.inflight[i] < sending.dest.concurrency {
                 let seq = match self.queue.pop_due(i, now) {
                     Ok(seq) => seq,
                     Err(due) => {
@@ -366,22 +363,9 @@ impl Dispatcher {
                     }
                 };
                 self.inflight[i] += 1;
-                let (store, client, dest, signer, done) = (
-                    self.store.clone(),
-                    self.client.clone(),
-                    dest.clone(),
-                    signer.clone(),
-                    self.done_tx.clone(),
-                );
+                let (sending, done) = (sending.clone(), self.done_tx.clone());
                 self.tasks.spawn(async move {
-                    let result = match store.read(move |b| b.outbox_row(seq)).await {
-                        Ok(Some(row)) => {
-                            let (outcome, record) = attempt(&client, &dest, &signer, &row).await;
-                            Ok((row.event_id.clone(), row.source.clone(), outcome, record))
-                        }
-                        Ok(None) => Err(Unsent::Gone),
-                        Err(e) => Err(Unsent::Unreadable(e.to_string())),
-                    };
+                    let result = work(sending, seq).await;
                     let _ = done.send(Done { seq, result });
                 });
             }
@@ -397,16 +381,7 @@ impl Dispatcher {
         self.inflight[p.dest] -= 1;
         let (event, source, outcome, mut record) = match done.result {
             Ok(r) => r,
-            Err(Unsent::Gone) => {
-                self.finished(done.seq);
-                return;
-            }
-            Err(Unsent::Unreadable(e)) => {
-                tracing::warn!(error = %e, "cannot read an outbox row; trying again shortly");
-                self.queue
-                    .retry(done.seq, p.attempts, now + UNREADABLE_RETRY_MS);
-                return;
-            }
+            Err(unsent) => return self.unsent(done.seq, p, unsent, now),
         };
         let Some(sender) = self.senders.get(p.dest).and_then(Option::as_ref) else {
             // The destination left the config while this attempt ran: the row stays pending,
@@ -451,25 +426,76 @@ impl Dispatcher {
                 }));
             }
             Decision::Dead(reason) => {
-                metrics::counter!(m::DELIVERIES, "destination" => name.clone(), "outcome" => "dead").increment(1);
                 tracing::error!(destination = %name, event = %event, attempts, reason = %reason, "delivery dead-lettered; inspect and re-send it");
-                self.signals.send(m::Signal::EventDead {
+                let dead = Dead {
+                    event,
                     source,
-                    event_id: event.clone(),
-                    destination: name.clone(),
-                    reason: reason.clone(),
-                });
-                let _ = self.settle_tx.send(SettleMsg::Outcome(Settle::Dead {
-                    seq,
                     attempts,
                     reason,
-                    now_ms: now,
                     attempt,
-                }));
-                self.dead[p.dest] += 1;
-                self.finished(seq);
+                };
+                self.bury(seq, p.dest, dead, now);
             }
         }
+    }
+
+    /// Applies the result of a task that made no attempt.
+    fn unsent(&mut self, seq: u64, p: Pending, unsent: Unsent, now: i64) {
+        match unsent {
+            Unsent::Gone => self.finished(seq),
+            Unsent::Unreadable(e) => {
+                tracing::warn!(error = %e, "cannot read or update an outbox row; trying again shortly");
+                self.queue.retry(seq, p.attempts, now + UNREADABLE_RETRY_MS);
+            }
+            Unsent::Filtered => {
+                let name = self.queue.dests[p.dest].name.clone();
+                metrics::counter!(m::DELIVERIES, "destination" => name.clone(), "outcome" => "filtered").increment(1);
+                self.registry.count_filtered(&name);
+                let _ = self
+                    .settle_tx
+                    .send(SettleMsg::Outcome(Settle::Filtered { seq }));
+                self.finished(seq);
+            }
+            Unsent::Failed {
+                event,
+                source,
+                reason,
+            } => {
+                // jq messages may quote the event's data: the reason goes to the dead letter.
+                let name = &self.queue.dests[p.dest].name;
+                tracing::warn!(destination = %name, event = %event, "a jq program failed; the delivery is dead-lettered (see pollhook dead list)");
+                let dead = Dead {
+                    event,
+                    source,
+                    attempts: p.attempts,
+                    reason,
+                    attempt: None,
+                };
+                self.bury(seq, p.dest, dead, now);
+            }
+        }
+    }
+
+    /// Moves a row to the dead letters: counted, alerted, recorded.
+    fn bury(&mut self, seq: u64, dest: usize, d: Dead, now: i64) {
+        let name = self.queue.dests[dest].name.clone();
+        metrics::counter!(m::DELIVERIES, "destination" => name.clone(), "outcome" => "dead")
+            .increment(1);
+        self.signals.send(m::Signal::EventDead {
+            source: d.source,
+            event_id: d.event,
+            destination: name,
+            reason: d.reason.clone(),
+        });
+        let _ = self.settle_tx.send(SettleMsg::Outcome(Settle::Dead {
+            seq,
+            attempts: d.attempts,
+            reason: d.reason,
+            now_ms: now,
+            attempt: d.attempt,
+        }));
+        self.dead[dest] += 1;
+        self.finished(seq);
     }
 
     fn finished(&mut self, seq: u64) {
@@ -559,33 +585,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Writes settlements in order, folding whatever is queued into one store call; a snapshot
-/// request is answered after everything queued before it is committed.
-pub async fn settle_loop(store: Store, mut rx: mpsc::UnboundedReceiver<SettleMsg>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = Vec::new();
-        let mut snapshot = None;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                SettleMsg::Outcome(s) => batch.push(s),
-                SettleMsg::Snapshot(reply) => {
-                    snapshot = Some(reply);
-                    break;
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if !batch.is_empty()
-            && let Err(e) = store.settle(batch).await
-        {
-            tracing::error!(error = %e, "cannot record delivery outcomes; affected events will be sent again after a restart");
-        }
-        if let Some(reply) = snapshot {
-            let _ = reply.send(store.snapshot().await);
-        }
     }
 }

@@ -227,6 +227,7 @@ mod tests {
             last_error: None,
             dead_reason: None,
             dead_ms: None,
+            render: false,
             body: Arc::from(&[][..]),
         }
     }

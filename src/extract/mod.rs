@@ -222,6 +222,20 @@ pub fn extract_with(
     body: &[u8],
     index: &dyn KnownBytes,
 ) -> Result<Extraction, ExtractError> {
+    let mut out = extract_page(spec, body, index)?;
+    if spec.mode == Mode::Items {
+        check_unique(spec, &mut out, index)?;
+    }
+    Ok(out)
+}
+
+/// [`extract_with`] for one page of a paginated run: keys are checked for uniqueness once over
+/// the whole run ([`check_run`]), after the pages' extractions are merged ([`Extraction::merge`]).
+pub fn extract_page(
+    spec: &ExtractSpec,
+    body: &[u8],
+    index: &dyn KnownBytes,
+) -> Result<Extraction, ExtractError> {
     if spec.mode == Mode::Document {
         let data = parse_strict(body, 0)?;
         let item = Item {
@@ -258,31 +272,25 @@ pub fn extract_with(
         out.items.push(Item { key, version, data });
         out.raw.push(hash);
     }
-    check_unique(spec, &mut out, index)?;
     Ok(out)
 }
 
-/// The raw JSON text of each element of the items array of `body` (for merging pages).
-pub fn raw_items<'a>(spec: &ExtractSpec, body: &'a [u8]) -> Result<Vec<&'a str>, ExtractError> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| ExtractError::Json(serde::de::Error::custom(e)))?;
-    Ok(locate::locate_items(spec, text)?
-        .into_iter()
-        .map(|raw| raw.get())
-        .collect())
+impl Extraction {
+    /// Appends another page's items.
+    pub fn merge(&mut self, page: Extraction) {
+        self.items.extend(page.items);
+        self.raw.extend(page.raw);
+        self.known.extend(page.known);
+    }
 }
 
-impl ExtractSpec {
-    /// The same spec for a body that is the items array itself (merged pages).
-    pub fn for_merged_pages(&self) -> ExtractSpec {
-        ExtractSpec {
-            items: Pointer {
-                raw: String::new(),
-                tokens: Vec::new(),
-            },
-            ..self.clone()
-        }
-    }
+/// Checks a merged run's keys are unique (see [`extract_page`]).
+pub fn check_run(
+    spec: &ExtractSpec,
+    ex: &mut Extraction,
+    index: &dyn KnownBytes,
+) -> Result<(), ExtractError> {
+    check_unique(spec, ex, index)
 }
 
 /// Fails on a key that appears twice: among known items (identical bytes twice), among parsed

@@ -3,10 +3,12 @@
 //! separate worker process (`worker.rs`, `pollhook jq-worker`), driven by [`JqPool`].
 //!
 //! Design notes: jaq has no step budget or cancellation, a runaway program (`def f: f; f`)
-//! never returns from the iterator, and deep recursion (`def f: 1 + f; f`) overflows the stack,
-//! which aborts a process. Running programs in a child process that is killed after
-//! [`JQ_TIMEOUT`] (and simply restarted when it dies) is the only way to bound them without
-//! risking the daemon: the event is dead-lettered with the reason and every other event flows.
+//! never returns from the iterator, deep recursion (`def f: 1 + f; f`) overflows the stack,
+//! which aborts a process, and `[range(1e9)]` allocates without bound. Running programs in a
+//! child process with an address-space limit, killed after its time limit (and simply
+//! restarted when it dies) is the only way to bound them without risking the daemon: the event
+//! is dead-lettered with the reason and every other event flows. Each destination with programs
+//! has its own worker ([`JqPool`]), so a runaway program only delays its own destination.
 
 mod pool;
 pub mod worker;
@@ -16,10 +18,19 @@ use jaq_core::{Compiler, Ctx, Vars, data::JustLut};
 use jaq_json::Val;
 use serde_json::Value;
 
-pub use pool::{JqPool, Outcome, Rendered, Request};
+pub use pool::{Job, JqPool, Outcome, Rendered, Request};
 
-/// How long one evaluation may run before its worker is killed.
-pub const JQ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// What a destination's programs may use for one event (`jq_timeout`, `jq_memory`,
+/// `max_body`; the defaults live with the config's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long the programs may run for one event before the worker is killed.
+    pub timeout: std::time::Duration,
+    /// The worker process's address-space limit, bytes (`RLIMIT_AS`).
+    pub memory: u64,
+    /// The largest output of a program, bytes of JSON text.
+    pub max_output: u64,
+}
 
 /// A compiled program.
 pub type Filter = jaq_core::Filter<JustLut<Val>>;

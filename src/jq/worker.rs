@@ -8,9 +8,12 @@
 //!   body's; the answer is `{"results": [{"filter": R|null, "body": R|null}, …]}` with
 //!   `R = {"ok": [outputs…]} | {"err": "..."}`.
 //!
-//! A program that never ends or overflows the stack takes this process with it; the daemon kills
-//! or loses it, renders that batch one event at a time to find the culprit, dead-letters it,
-//! and starts a new worker.
+//! The process limits its own address space (`--memory`, `RLIMIT_AS`) before it reads anything,
+//! and answers an output longer than `--max-output` bytes with an error naming the limit
+//! (`"limit": "output"`). A program that never ends, overflows the stack or runs out of memory
+//! takes this process with it (the last two print why on stderr, which the daemon reads); the
+//! daemon kills or loses it, renders that batch one event at a time to find the culprit,
+//! dead-letters it, and starts a new worker.
 
 use std::io::{BufRead, Write};
 
@@ -19,7 +22,7 @@ use serde_json::json;
 
 use jaq_json::Val;
 
-use super::{Filter, compile, run, write_array};
+use super::{Filter, compile, run, write_json};
 
 #[derive(Deserialize)]
 struct Render<'a> {
@@ -43,6 +46,15 @@ struct Request<'a> {
 
 type Programs = Vec<Option<(Filter, String)>>;
 
+/// The limits a worker runs under (`pollhook jq-worker --memory N --max-output M`).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLimits {
+    /// Address-space limit, bytes; `None`: inherited.
+    pub memory: Option<u64>,
+    /// Largest output of one program, bytes of JSON text.
+    pub max_output: u64,
+}
+
 fn eval(programs: &Programs, id: usize, input: &Val) -> Result<Vec<Val>, String> {
     match programs.get(id).and_then(Option::as_ref) {
         Some((f, secret)) => run(f, input.clone(), secret, 2),
@@ -51,13 +63,28 @@ fn eval(programs: &Programs, id: usize, input: &Val) -> Result<Vec<Val>, String>
 }
 
 /// Appends `R` (`{"ok": [outputs…]}` or `{"err": "..."}`), the outputs written as JSON text
-/// straight from jaq's values.
-fn answer(out: &mut Vec<u8>, r: &Result<Vec<Val>, String>) {
+/// straight from jaq's values; outputs longer than `max` make it an error naming the limit.
+fn answer(out: &mut Vec<u8>, r: &Result<Vec<Val>, String>, max: u64) {
+    let start = out.len();
     match r {
         Ok(values) => {
-            out.extend_from_slice(b"{\"ok\":");
-            write_array(out, values.iter());
-            out.push(b'}');
+            out.extend_from_slice(b"{\"ok\":[");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let at = out.len();
+                write_json(out, v);
+                if (out.len() - at) as u64 > max {
+                    out.truncate(start);
+                    let e = format!(
+                        "the program's output is over {max} bytes (the destination's max_body)"
+                    );
+                    let _ = serde_json::to_writer(&mut *out, &json!({"err": e, "limit": "output"}));
+                    return;
+                }
+            }
+            out.extend_from_slice(b"]}");
         }
         Err(e) => {
             out.extend_from_slice(b"{\"err\":");
@@ -72,14 +99,14 @@ fn kept(outputs: &[Val]) -> bool {
     matches!(outputs, [v] if !matches!(v, Val::Null | Val::Bool(false)))
 }
 
-fn render(out: &mut Vec<u8>, programs: &Programs, r: &Render) {
+fn render(out: &mut Vec<u8>, programs: &Programs, r: &Render, max: u64) {
     // serde_json into jaq's value measured ~10% faster here than jaq's own reader.
     let input = match serde_json::from_str::<Val>(r.input.get()) {
         Ok(v) => v,
         Err(e) => {
             let failed = Err(format!("the event is not JSON: {e}"));
             out.extend_from_slice(b"{\"filter\":null,\"body\":");
-            answer(out, &failed);
+            answer(out, &failed, max);
             out.push(b'}');
             return;
         }
@@ -91,19 +118,33 @@ fn render(out: &mut Vec<u8>, programs: &Programs, r: &Render) {
     let body = r.body.filter(|_| keep).map(|id| eval(programs, id, &input));
     out.extend_from_slice(b"{\"filter\":");
     match &filter {
-        Some(f) => answer(out, f),
+        Some(f) => answer(out, f, max),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"body\":");
     match &body {
-        Some(b) => answer(out, b),
+        Some(b) => answer(out, b, max),
         None => out.extend_from_slice(b"null"),
     }
     out.push(b'}');
 }
 
+/// Limits this process's address space to `bytes` (the soft and the hard limit: a program
+/// cannot raise it again).
+fn limit_memory(bytes: u64) -> std::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let limit = Rlimit {
+        current: Some(bytes),
+        maximum: Some(bytes),
+    };
+    setrlimit(Resource::As, limit).map_err(std::io::Error::from)
+}
+
 /// Serves requests from stdin until it closes.
-pub fn serve() -> std::io::Result<()> {
+pub fn serve(limits: WorkerLimits) -> std::io::Result<()> {
+    if let Some(bytes) = limits.memory {
+        limit_memory(bytes)?;
+    }
     let mut programs: Programs = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
@@ -138,7 +179,7 @@ pub fn serve() -> std::io::Result<()> {
                     if i > 0 {
                         out.push(b',');
                     }
-                    render(&mut out, &programs, r);
+                    render(&mut out, &programs, r, limits.max_output);
                 }
                 out.extend_from_slice(b"]}");
             }

@@ -26,7 +26,7 @@ use crate::store::{GuardPass, SourceMeta, Store, StoreError};
 pub use fetch::{FetchError, Fetched, Validators, fetch, fetch_if};
 pub use mailbox::{Inbox, Mailbox};
 use process::{
-    body_fingerprint, build_commit, extract_and_diff, flood, legacy_settings_fingerprint,
+    Snapshot, body_fingerprint, build_commit, extract_and_diff, flood, legacy_settings_fingerprint,
     previous_keys, settings_fingerprint, update_index,
 };
 pub use rate_limit::Limits;
@@ -75,8 +75,6 @@ pub struct PollContext {
     pub limits: Arc<Limits>,
     /// The configured destinations (for their `filter` and `body` programs).
     pub destinations: crate::config::Destinations,
-    /// Evaluates jq programs.
-    pub jq: Arc<crate::jq::JqPool>,
     /// Where poll outcomes are reported for alerts.
     pub signals: crate::telemetry::Signals,
     /// Bounds the polls that parse a body and commit at the same time ([`PROCESSING_PERMITS`]).
@@ -111,7 +109,9 @@ enum Step {
 
 /// A fetched snapshot.
 struct Body {
-    body: Vec<u8>,
+    snapshot: Snapshot,
+    /// What it is identical to (same bytes under the same settings), unparsed.
+    fingerprint: u128,
     validators: Validators,
     /// The page cache of this run, installed only if the poll succeeds.
     pages: Option<paginate::PageCache>,
@@ -123,8 +123,9 @@ pub struct Poller {
     /// The stored metadata.
     meta: SourceMeta,
     /// The stored item state, compact (see `diff::ItemTable`): hashes and revisions, and which
-    /// item bytes stand for the stored content.
-    items: ItemTable,
+    /// item bytes stand for the stored content. Shared only with the blocking threads that
+    /// extract this source's bodies, and changed only when it is not ([`Poller::table`]).
+    items: Arc<ItemTable>,
     /// Fingerprint of the last body processed successfully.
     last_body: Option<u128>,
     /// The source's and its host's request budgets.
@@ -144,7 +145,7 @@ impl Poller {
     pub fn load(source: Arc<Source>, ctx: &PollContext) -> Result<Poller, StoreError> {
         let snapshot = ctx.store.backend().load_source(&source.name)?;
         let rows = snapshot.items.iter().map(|(k, s)| (k.as_str(), s));
-        let items = ItemTable::new(rows, snapshot.revision_floor);
+        let items = Arc::new(ItemTable::new(rows, snapshot.revision_floor));
         let mut meta = snapshot.meta;
         let gate = Gate::new(ctx.limits.host(&source.request.url), source.rate);
         let settings = settings_fingerprint(&source);
@@ -203,14 +204,14 @@ impl Poller {
             Step::Done(outcome) => return Ok(outcome),
             Step::Body(f) => f,
         };
-        let fingerprint = body_fingerprint(&self.settings, &fetched.body);
+        let fingerprint = fetched.fingerprint;
         if self.meta.initialized && self.last_body == Some(fingerprint) {
             self.keep_validators(ctx, &fetched.validators).await?;
             self.install_pages(fetched.pages);
             return Ok(PollOutcome::Unchanged);
         }
         let permit = ctx.processing.acquire().await;
-        let mut ex = self.extract(ctx, current, fetched.body).await?;
+        let mut ex = self.extract(ctx, current, fetched.snapshot).await?;
         match self.meta.pass_guard {
             Some(pass) => ex.discard = pass == GuardPass::Discard,
             None => {
@@ -223,7 +224,7 @@ impl Poller {
         if ex.diff.is_empty() && !ex.baseline && !ex.discard {
             self.keep_validators(ctx, &fetched.validators).await?;
             self.last_body = Some(fingerprint);
-            update_index(&mut self.items, &ex);
+            update_index(self.table(ctx)?, &ex);
             self.install_pages(fetched.pages);
             return Ok(PollOutcome::Unchanged);
         }
@@ -262,7 +263,8 @@ impl Poller {
                 {
                     Fetched::NotModified => Step::Done(PollOutcome::NotModified),
                     Fetched::Body(body, validators) => Step::Body(Body {
-                        body,
+                        fingerprint: body_fingerprint(&self.settings, &body),
+                        snapshot: Snapshot::Body(body),
                         validators,
                         pages: None,
                     }),
@@ -270,41 +272,58 @@ impl Poller {
             );
         };
         // Pages carry their own validators (in memory); the snapshot's stay empty.
-        let pages =
-            paginate::fetch_pages(&ctx.client, &self.source, p, &self.gate, &self.pages).await?;
+        let run = paginate::Run {
+            client: &ctx.client,
+            source: &self.source,
+            paginate: p,
+            gate: &self.gate,
+            cache: &self.pages,
+            items: &self.items,
+        };
+        let pages = paginate::fetch_pages(run).await?;
         if pages.all_not_modified && current {
             self.pages = pages.cache;
             return Ok(Step::Done(PollOutcome::NotModified));
         }
+        let seed = body_fingerprint(&self.settings, &[]);
         Ok(Step::Body(Body {
-            body: pages.body,
+            fingerprint: pages.fingerprint ^ seed,
+            snapshot: Snapshot::Pages(pages.extraction),
             validators: Validators::default(),
             pages: Some(pages.cache),
         }))
     }
 
-    /// Extracts and diffs `body` on a blocking thread (CPU work off the tokio workers).
+    /// Extracts and diffs `snapshot` on a blocking thread (CPU work off the tokio workers).
     async fn extract(
         &mut self,
         ctx: &PollContext,
         current: bool,
-        body: Vec<u8>,
+        snapshot: Snapshot,
     ) -> Result<process::Extracted, PollError> {
-        let source = self.source.clone();
-        let items = std::mem::take(&mut self.items);
-        let store = ctx.store.clone();
-        let (items, extracted) = tokio::task::spawn_blocking(move || {
+        let (source, items, store) = (self.source.clone(), self.items.clone(), ctx.store.clone());
+        tokio::task::spawn_blocking(move || {
             let rows = || {
                 let stored = store.backend().load_source(&source.name)?;
                 Ok(stored.items.into_iter().collect())
             };
-            let ex = extract_and_diff(&source, !current, &items, rows, &body);
-            (items, ex)
+            extract_and_diff(&source, !current, &items, rows, snapshot)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("extraction task failed: {e}")))?;
-        self.items = items;
-        extracted
+        .map_err(|e| StoreError::Backend(format!("extraction task failed: {e}")))?
+    }
+
+    /// The item table, to change: shared with no extraction thread by then. Should one still
+    /// hold it (a poll cancelled while its extraction ran), the table is rebuilt from the
+    /// store rather than changed under that thread.
+    fn table(&mut self, ctx: &PollContext) -> Result<&mut ItemTable, StoreError> {
+        if Arc::get_mut(&mut self.items).is_none() {
+            let snapshot = ctx.store.backend().load_source(&self.source.name)?;
+            let rows = snapshot.items.iter().map(|(k, s)| (k.as_str(), s));
+            self.items = Arc::new(ItemTable::new(rows, snapshot.revision_floor));
+        }
+        Arc::get_mut(&mut self.items)
+            .ok_or_else(|| StoreError::Backend("the item table is in use".to_owned()))
     }
 
     /// Commits the new state and its events in one transaction, then updates the in-memory
@@ -330,36 +349,25 @@ impl Poller {
             last_modified: validators.last_modified,
         };
         let mut commit = build_commit(&self.source, meta, &ex, &previous, Utc::now())?;
-        // Only this source's destinations with jq programs take part in rendering.
-        let programmed: std::collections::BTreeMap<_, _> = ctx
-            .destinations
-            .read()
-            .map(|d| {
-                self.source
-                    .to
-                    .iter()
-                    .filter_map(|name| d.get(name).map(|dest| (name.clone(), dest.clone())))
-                    .filter(|(_, dest)| dest.filter.is_some() || dest.body.is_some())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !commit.events.is_empty() && !programmed.is_empty() {
-            process::render(&ctx.jq, &programmed, &ctx.registry, &mut commit).await;
+        // Deliveries to destinations with jq programs are rendered when they are first due.
+        if let Ok(dests) = ctx.destinations.read() {
+            let programmed = |name: &str| dests.get(name).is_some_and(|d| d.programmed());
+            commit.defer_renders(programmed);
         }
         let (events, meta) = (commit.events.len(), commit.meta.clone());
         commit.fence = self.fence;
         // The writer hands the committed rows to the dispatcher itself.
         ctx.store.commit_poll(commit).await?;
         process::count_changes(&self.source, &ex, &ctx.registry);
-        self.items
-            .presize(ex.diff.changes.len() + ex.diff.silent.len());
+        let table = self.table(ctx)?;
+        table.presize(ex.diff.changes.len() + ex.diff.silent.len());
         for change in &ex.diff.changes {
-            self.items.set(&change.key, &change.state);
+            table.set(&change.key, &change.state);
         }
         for (index, state) in &ex.diff.silent {
-            self.items.set(&ex.extraction.items[*index].key, state);
+            table.set(&ex.extraction.items[*index].key, state);
         }
-        update_index(&mut self.items, &ex);
+        update_index(table, &ex);
         self.meta = meta;
         Ok(events)
     }

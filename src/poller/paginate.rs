@@ -1,36 +1,54 @@
 //! Pagination: fetch every page of a source (RFC 8288 `Link`, a cursor from the body, or page
-//! numbers) and merge their items into one array, so the rest of the pipeline sees one complete
-//! snapshot. Any page failing, a page repeating, a next link to another origin, or more pages
-//! than `max_pages` fails the whole poll: deletions are only ever computed from complete runs.
+//! numbers) and extract each page's items as it arrives, so the rest of the pipeline sees one
+//! complete snapshot. Any page failing, a page repeating, a next link to another origin, more
+//! pages than `max_pages` or more bytes than `max_run_body` fails the whole poll: deletions are
+//! only ever computed from complete runs.
+//!
+//! Design notes (design §9, "Upstream bodies"): a run holds one page body at a time beyond the
+//! items extracted so far. A page is extracted on a blocking thread and its body released
+//! before the next is fetched; items whose bytes the stored state knows are kept as 8-byte
+//! hashes, not parsed. The page cache that answers a later 304 keeps each page's validators,
+//! next link, body fingerprint and item hashes, never its text: a page answered 304 (or served
+//! byte-identical) contributes its cached hashes, and when the stored state no longer knows
+//! one of them the page is fetched again in full.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use reqwest::Url;
-use reqwest::header::LINK;
+use reqwest::header::{HeaderMap, LINK};
 use serde_json::Value;
 
 use super::PollError;
 use super::fetch::{Fetched, Validators, fetch_url};
 use super::rate_limit::Gate;
 use crate::config::{Paginate, Source};
-use crate::extract::{ExtractError, raw_items};
+use crate::diff::ItemTable;
+use crate::extract::{
+    ExtractError, Extraction, KnownBytes, Pointer, RawHash, check_run, extract_page,
+};
 
 /// What one page contributed, kept (in memory) to answer a later 304 for the same URL.
 #[derive(Debug, Clone, Default)]
 pub struct CachedPage {
     validators: Validators,
-    items: Vec<String>,
     next: Option<Url>,
+    /// XXH3-128 of the page body.
+    fingerprint: u128,
+    /// Raw hashes of the page's items (see `extract::RawHash`).
+    hashes: Vec<RawHash>,
 }
 
-/// Per-page validators and contents of a source's last run, by page URL.
+/// Per-page validators and item hashes of a source's last run, by page URL.
 pub type PageCache = HashMap<String, CachedPage>;
 
 /// A complete run.
 #[derive(Debug)]
 pub struct Pages {
-    /// The merged items array, as JSON.
-    pub body: Vec<u8>,
+    /// Every page's items, merged (unique keys checked).
+    pub extraction: Extraction,
+    /// A fingerprint of the whole run (its pages' bodies, in order).
+    pub fingerprint: u128,
     /// Whether every page answered 304 (the snapshot is unchanged).
     pub all_not_modified: bool,
     /// This run's pages, to replace the cache once the poll has succeeded (a failed or held
@@ -38,42 +56,51 @@ pub struct Pages {
     pub cache: PageCache,
 }
 
-/// Fetches every page of `source` and merges their items. With conditional requests on, each
-/// page is sent its own validators from `cache`, and a 304 page reuses its cached items.
-pub async fn fetch_pages(
-    client: &reqwest::Client,
-    source: &Source,
-    paginate: &Paginate,
-    gate: &Gate,
-    cache: &PageCache,
-) -> Result<Pages, PollError> {
+/// What a run works with.
+pub struct Run<'a> {
+    /// Upstream client.
+    pub client: &'a reqwest::Client,
+    /// The source.
+    pub source: &'a Arc<Source>,
+    /// How it pages.
+    pub paginate: &'a Paginate,
+    /// Its budgets.
+    pub gate: &'a Gate,
+    /// The last successful run's pages.
+    pub cache: &'a PageCache,
+    /// The stored state's item table (which item bytes are known).
+    pub items: &'a Arc<ItemTable>,
+}
+
+/// Fetches every page of the source and extracts their items. With conditional requests on,
+/// each page is sent its own validators from the cache, and a 304 page reuses its cached item
+/// hashes.
+pub async fn fetch_pages(run: Run<'_>) -> Result<Pages, PollError> {
+    let source = run.source;
     let mut fresh = PageCache::new();
     let mut url = source.request.url.clone();
-    if let Paginate::Page { param, start } = paginate {
+    if let Paginate::Page { param, start } = run.paginate {
         url = with_param(&url, param, &start.to_string());
     }
     let mut seen = HashSet::from([url.to_string()]);
-    let mut merged = String::from("[");
-    let mut count = 0usize;
+    let mut extraction = Extraction::default();
+    let mut fingerprints = Vec::new();
+    let mut received = 0u64;
     let mut all_not_modified = true;
-    for fetched_pages in 1.. {
-        if fetched_pages > source.max_pages {
+    for number in 1.. {
+        if number > source.max_pages {
             return Err(fail(format!(
                 "more than max_pages ({}) pages; raise max_pages",
                 source.max_pages
             )));
         }
-        let page = fetch_page(client, source, paginate, gate, cache, &url, fetched_pages).await?;
-        all_not_modified &= page.1;
-        fresh.insert(url.to_string(), page.0.clone());
-        for raw in &page.0.items {
-            if count > 0 {
-                merged.push(',');
-            }
-            merged.push_str(raw);
-            count += 1;
-        }
-        let Some(next) = page.0.next else { break };
+        let page = page(&run, &url, number, &mut received).await?;
+        all_not_modified &= page.not_modified;
+        fingerprints.extend_from_slice(&page.cached.fingerprint.to_le_bytes());
+        extraction.merge(page.extraction);
+        let next = page.cached.next.clone();
+        fresh.insert(url.to_string(), page.cached);
+        let Some(next) = next else { break };
         if next.origin() != source.request.url.origin() {
             return Err(fail(
                 "a next link points to another host; refusing to follow it".to_owned(),
@@ -86,64 +113,154 @@ pub async fn fetch_pages(
         }
         url = next;
     }
-    merged.push(']');
+    check_run(&source.extract, &mut extraction, run.items.as_ref())?;
     Ok(Pages {
-        body: merged.into_bytes(),
+        extraction,
+        fingerprint: xxhash_rust::xxh3::xxh3_128(&fingerprints),
         all_not_modified,
         cache: fresh,
     })
 }
 
-/// One page: from the network, or from the cache on a 304. Returns whether it was a 304.
-async fn fetch_page(
-    client: &reqwest::Client,
-    source: &Source,
-    paginate: &Paginate,
-    gate: &Gate,
-    cache: &PageCache,
+/// One page's part of a run.
+struct Page {
+    cached: CachedPage,
+    extraction: Extraction,
+    not_modified: bool,
+}
+
+/// One page: from the network, or from the cache on a 304 (or byte-identical body) whose item
+/// hashes the stored state still knows. `received` counts the run's body bytes.
+async fn page(
+    run: &Run<'_>,
     url: &Url,
     number: usize,
-) -> Result<(CachedPage, bool), PollError> {
-    let sent = match source.request.conditional {
-        true => cache
-            .get(url.as_str())
-            .map(|c| c.validators.clone())
-            .unwrap_or_default(),
-        false => Validators::default(),
+    received: &mut u64,
+) -> Result<Page, PollError> {
+    let cached = run.cache.get(url.as_str());
+    let sent = match (run.source.request.conditional, cached) {
+        (true, Some(c)) if still_known(c, run.items) => c.validators.clone(),
+        _ => Validators::default(),
     };
-    let (fetched, headers) = fetch_url(client, &source.request, url, &sent, gate, None).await?;
+    let (fetched, headers) =
+        fetch_url(run.client, &run.source.request, url, &sent, run.gate, None).await?;
     let (body, validators) = match fetched {
         Fetched::NotModified => {
-            let cached = cache.get(url.as_str()).cloned();
-            return cached.map(|c| (c, true)).ok_or_else(|| {
+            let cached = cached.ok_or_else(|| {
                 fail("a page answered 304 to a request without validators".to_owned())
-            });
+            })?;
+            return Ok(reuse(cached.clone(), cached.validators.clone(), true));
         }
         Fetched::Body(body, validators) => (body, validators),
     };
-    let items: Vec<String> = raw_items(&source.extract, &body)?
-        .into_iter()
-        .map(str::to_owned)
+    *received += body.len() as u64;
+    if *received > run.source.request.max_run_body {
+        let limit = run.source.request.max_run_body;
+        let limit = match limit % (1 << 20) {
+            0 => format!("{} MiB", limit >> 20),
+            _ => format!("{limit} bytes"),
+        };
+        return Err(fail(format!(
+            "the run received more than max_run_body ({limit}) in {number} pages; raise max_run_body"
+        )));
+    }
+    let fingerprint = xxhash_rust::xxh3::xxh3_128(&body);
+    if let Some(c) = cached.filter(|c| c.fingerprint == fingerprint && still_known(c, run.items)) {
+        return Ok(reuse(c.clone(), validators, false));
+    }
+    let (extraction, next) = extract(run, body, headers, url, number).await?;
+    let hashes = extraction
+        .raw
+        .iter()
+        .chain(&extraction.known)
+        .copied()
         .collect();
+    let cached = CachedPage {
+        validators,
+        next,
+        fingerprint,
+        hashes,
+    };
+    Ok(Page {
+        cached,
+        extraction,
+        not_modified: false,
+    })
+}
+
+/// Whether every item hash of a cached page still stands for stored content.
+fn still_known(page: &CachedPage, items: &ItemTable) -> bool {
+    page.hashes.iter().all(|h| items.knows(*h))
+}
+
+/// A cached page's contribution: its items as known hashes.
+fn reuse(cached: CachedPage, validators: Validators, not_modified: bool) -> Page {
+    let extraction = Extraction {
+        known: cached.hashes.clone(),
+        ..Extraction::default()
+    };
+    Page {
+        cached: CachedPage {
+            validators,
+            ..cached
+        },
+        extraction,
+        not_modified,
+    }
+}
+
+/// Extracts a page's items and finds the next page, on a blocking thread; the body is released
+/// there.
+async fn extract(
+    run: &Run<'_>,
+    body: Vec<u8>,
+    headers: HeaderMap,
+    url: &Url,
+    number: usize,
+) -> Result<(Extraction, Option<Url>), PollError> {
+    let (source, items, paginate, url) = (
+        run.source.clone(),
+        run.items.clone(),
+        run.paginate.clone(),
+        url.clone(),
+    );
+    let work = move || -> Result<(Extraction, Option<Url>), PollError> {
+        let extraction = extract_page(&source.extract, &body, items.as_ref())?;
+        let next = next_page(&paginate, &url, &headers, &body, number, extraction.len())?;
+        Ok((extraction, next))
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| fail(format!("the page could not be extracted: {e}")))?
+}
+
+/// The next page's URL, if there is one.
+fn next_page(
+    paginate: &Paginate,
+    url: &Url,
+    headers: &HeaderMap,
+    body: &[u8],
+    number: usize,
+    items: usize,
+) -> Result<Option<Url>, PollError> {
     let next = match paginate {
         Paginate::Link => next_link(headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok()))
             .map(|target| url.join(&target)),
         Paginate::Cursor { param, from } => {
-            let doc: Value = serde_json::from_slice(&body).map_err(ExtractError::Json)?;
-            cursor(from.resolve(&doc)).map(|c| Ok(with_param(url, param, &c)))
+            cursor_in(body, from)?.map(|c| Ok(with_param(url, param, &c)))
         }
-        Paginate::Page { param, start } => (!items.is_empty())
-            .then(|| Ok(with_param(url, param, &(start + number as i64).to_string()))),
+        Paginate::Page { param, start } => {
+            (items > 0).then(|| Ok(with_param(url, param, &(start + number as i64).to_string())))
+        }
     };
-    let next = next
-        .transpose()
-        .map_err(|_| fail("a next link is not a valid URL".to_owned()))?;
-    let page = CachedPage {
-        validators,
-        items,
-        next,
-    };
-    Ok((page, false))
+    next.transpose()
+        .map_err(|_| fail("a next link is not a valid URL".to_owned()))
+}
+
+/// The next cursor at `from` in a page body.
+fn cursor_in(body: &[u8], from: &Pointer) -> Result<Option<String>, PollError> {
+    let doc: Value = serde_json::from_slice(body).map_err(ExtractError::Json)?;
+    Ok(cursor(from.resolve(&doc)))
 }
 
 fn fail(why: String) -> PollError {

@@ -1,20 +1,19 @@
 //! From a fetched body to a [`PollCommit`]: extract, diff against the in-memory copy of the
-//! stored state, build the events (ids, payloads) for the destinations, and render them per
-//! destination (`filter`, `body` jq programs). Pure except for the read of stored item data that
-//! `deleted` payloads and `previous`/`changes` need, and the jq worker.
+//! stored state, build the events (ids, payloads) for the destinations. Pure except for the
+//! read of stored item data that `deleted` payloads and `previous`/`changes` need. The
+//! destinations' jq programs run later, in the dispatcher (`delivery::transform`): a runaway
+//! program never holds up a poll's commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
-use crate::config::{Destination, EmitSet, FirstPoll, Source};
+use crate::config::{EmitSet, FirstPoll, Source};
 use crate::diff::{ChangeKind, Diff, ItemState, ItemTable, diff};
 use crate::event::{EventType, Payload, changes, event_id, timestamp};
 use crate::extract::{Extraction, Item, Mode, extract_with};
-use crate::jq::{Outcome, Rendered, Request};
 use crate::status::Registry;
 use crate::store::{Delivery, ItemWrite, NewEvent, PollCommit, SourceMeta, StoreError};
 
@@ -145,26 +144,31 @@ pub fn body_fingerprint(settings: &str, body: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128_with_seed(body, seed)
 }
 
-/// Parses `body` and diffs it against `stored` (`baseline`: the stored state does not come from
-/// the current settings, or there is none); items whose bytes `stored` knows are unchanged
-/// and not parsed. `stored_rows` reads the source's stored rows, only when items were deleted.
+/// What a poll diffs: one body still to parse, or a paginated run's items, extracted page by
+/// page as they arrived.
+pub enum Snapshot {
+    /// One response body.
+    Body(Vec<u8>),
+    /// Every page's items.
+    Pages(Extraction),
+}
+
+/// Extracts `snapshot` (a body is parsed; items whose bytes `stored` knows are unchanged and
+/// not parsed) and diffs it against `stored` (`baseline`: the stored state does not come from
+/// the current settings, or there is none). `stored_rows` reads the source's stored rows, only
+/// when items were deleted.
 pub fn extract_and_diff(
     source: &Source,
     baseline: bool,
     stored: &ItemTable,
     stored_rows: impl FnOnce() -> Result<Vec<(String, ItemState)>, StoreError>,
-    body: &[u8],
+    snapshot: Snapshot,
 ) -> Result<Extracted, PollError> {
-    // Merged pages are one array of items: extract them with `items` at the root.
-    let merged;
-    let spec = match source.paginate {
-        Some(_) => {
-            merged = source.extract.for_merged_pages();
-            &merged
-        }
-        None => &source.extract,
+    let spec = &source.extract;
+    let extraction = match snapshot {
+        Snapshot::Body(body) => extract_with(spec, &body, stored)?,
+        Snapshot::Pages(extraction) => extraction,
     };
-    let extraction = extract_with(spec, body, stored)?;
     let hash = |item: &Item| spec.hash(&item.data);
     let diff = diff(
         stored,
@@ -287,7 +291,6 @@ pub fn build_commit(
             revision: change.state.revision,
             body: Arc::from(payload.to_bytes()),
             deliveries: source.to.iter().map(|d| Delivery::envelope(d)).collect(),
-            filtered: Vec::new(),
         });
     }
     for (index, state) in &ex.diff.silent {
@@ -306,145 +309,6 @@ pub fn build_commit(
         now_ms: now.timestamp_millis(),
         fence: 0,
     })
-}
-
-/// What a destination's programs make of one event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rendering {
-    /// `filter` dropped it.
-    Filtered,
-    /// Send this body (`None`: the event envelope itself).
-    Body(Option<Vec<u8>>),
-    /// A program failed; the reason.
-    Failed(String),
-}
-
-/// The render request of one event for `dest`.
-fn request<'a>(dest: &'a Destination, input: &'a RawValue) -> Request<'a> {
-    Request {
-        filter: dest.filter.as_ref().map(|p| p.0.as_str()),
-        body: dest.body.as_ref().map(|p| p.0.as_str()),
-        secret: dest.secrets.first().map_or("", |s| s.expose()),
-        input,
-    }
-}
-
-/// What the outcomes of `dest`'s programs mean for the delivery.
-fn decide(dest: &Destination, rendered: Rendered) -> Rendering {
-    let secret = dest.secrets.first().map_or("", |s| s.expose());
-    if let Some(filter) = rendered.filter {
-        match one_value(filter, "filter", secret) {
-            Ok(v) if !crate::jq::keeps(&[v.get()]) => return Rendering::Filtered,
-            Ok(_) => {}
-            Err(why) => return Rendering::Failed(why),
-        }
-    }
-    match (rendered.body, &dest.body) {
-        (Some(body), _) => match one_value(body, "body", secret) {
-            Ok(v) => Rendering::Body(Some(v.get().as_bytes().to_vec())),
-            Err(why) => Rendering::Failed(why),
-        },
-        (None, Some(_)) => Rendering::Failed("the body program did not run".to_owned()),
-        (None, None) => Rendering::Body(None),
-    }
-}
-
-/// Runs `dest`'s `filter` then `body` on the event `input`.
-pub async fn render_for(jq: &crate::jq::JqPool, dest: &Destination, input: &Value) -> Rendering {
-    let raw = match serde_json::value::to_raw_value(input) {
-        Ok(raw) => raw,
-        Err(e) => return Rendering::Failed(format!("the event is not JSON: {e}")),
-    };
-    let rendered = jq.render(&[request(dest, &raw)]).await;
-    match rendered.into_iter().next() {
-        Some(r) => decide(dest, r),
-        None => Rendering::Failed("the jq worker gave no answer".to_owned()),
-    }
-}
-
-/// Applies each destination's `filter` and `body` jq programs to the events of a commit, before
-/// it is written, in one round trip to the jq worker: a dropped event gets no delivery for that
-/// destination (counted as `filtered`), a rendered body is stored with its delivery, and a
-/// program that fails, yields nothing or yields several values makes that delivery a dead
-/// letter with the reason.
-pub async fn render(
-    jq: &crate::jq::JqPool,
-    dests: &BTreeMap<String, Arc<Destination>>,
-    registry: &Registry,
-    commit: &mut PollCommit,
-) {
-    let programmed = |name: &str| {
-        dests
-            .get(name)
-            .filter(|d| d.filter.is_some() || d.body.is_some())
-    };
-    // The envelopes are JSON we built: borrowed as raw text, not parsed into values.
-    let envelopes: Vec<Option<&RawValue>> = commit
-        .events
-        .iter()
-        .map(|e| {
-            e.deliveries
-                .iter()
-                .any(|d| programmed(&d.destination).is_some())
-                .then(|| serde_json::from_slice::<&RawValue>(&e.body).ok())
-                .flatten()
-        })
-        .collect();
-    let mut at = Vec::new();
-    let mut requests = Vec::new();
-    for (e, event) in commit.events.iter().enumerate() {
-        for (i, d) in event.deliveries.iter().enumerate() {
-            if let (Some(dest), Some(input)) = (programmed(&d.destination), envelopes[e]) {
-                at.push((e, i, dest.clone()));
-                requests.push(request(dest, input));
-            }
-        }
-    }
-    let results = jq.render(&requests).await;
-    let mut dropped = Vec::new();
-    for ((e, i, dest), rendered) in at.into_iter().zip(results) {
-        let event = &mut commit.events[e];
-        let d = &mut event.deliveries[i];
-        match decide(&dest, rendered) {
-            Rendering::Filtered => {
-                metrics::counter!(crate::telemetry::DELIVERIES, "destination" => d.destination.clone(), "outcome" => "filtered").increment(1);
-                registry.count_filtered(&d.destination);
-                dropped.push((e, i));
-            }
-            Rendering::Body(body) => d.body = body.map(Arc::from),
-            Rendering::Failed(why) => dead(d, &event.id, why),
-        }
-    }
-    for (e, i) in dropped.into_iter().rev() {
-        let d = commit.events[e].deliveries.remove(i);
-        commit.events[e].filtered.push(d.destination);
-    }
-}
-
-/// The single value a program must produce, or why it did not. A secret the program echoed
-/// into its error is redacted.
-fn one_value(outcome: Outcome, what: &str, secret: &str) -> Result<Box<RawValue>, String> {
-    let redact = |m: String| match secret.is_empty() {
-        true => m,
-        false => m.replace(secret, "<redacted>"),
-    };
-    match outcome {
-        Outcome::Values(mut v) if v.len() == 1 => Ok(v.remove(0)),
-        Outcome::Values(v) if v.is_empty() => Err(format!(
-            "the {what} program produced no value; it must produce exactly one"
-        )),
-        Outcome::Values(_) => Err(format!(
-            "the {what} program produced several values; it must produce exactly one"
-        )),
-        Outcome::Failed(e) => Err(format!("the {what} program failed: {}", redact(e))),
-    }
-}
-
-fn dead(d: &mut Delivery, event: &str, why: String) {
-    // jq messages may quote the event's data: the reason goes to the dead letter, not the log.
-    tracing::warn!(destination = %d.destination, event = %event, "a jq program failed; the delivery is dead-lettered (see pollhook dead list)");
-    tracing::debug!(destination = %d.destination, event = %event, reason = %why, "jq failure");
-    d.dead = Some(why);
 }
 
 #[cfg(test)]

@@ -10,9 +10,22 @@ use super::{
     SourceSnapshot, StoreError,
 };
 
-/// What to do with an outbox row after an attempt.
+/// What to do with an outbox row after an attempt (or after its jq programs ran).
 #[derive(Debug, Clone)]
 pub enum Settle {
+    /// Its programs ran: the body to send from now on (`None`: the envelope as stored), no
+    /// longer to be rendered.
+    Rendered {
+        /// Row.
+        seq: u64,
+        /// The rendered body.
+        body: Option<std::sync::Arc<[u8]>>,
+    },
+    /// Its destination's `filter` dropped it: remove it, recorded as filtered.
+    Filtered {
+        /// Row.
+        seq: u64,
+    },
     /// Delivered: remove it.
     Delivered {
         /// Row.

@@ -157,6 +157,7 @@ mod tests {
             last_error: Some("503".into()),
             dead_reason: None,
             dead_ms: Some(9),
+            render: true,
             body: Arc::from(&b"{\"a\":1}"[..]),
         };
         assert_eq!(decode_row(&encode_row(&row)).unwrap(), row);

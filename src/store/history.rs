@@ -52,11 +52,6 @@ pub(super) fn created(
     record(txn, row, status, row.dead_reason.clone(), resend_of)
 }
 
-/// Records a delivery a `filter` dropped (it has a seq but no outbox row).
-pub(super) fn filtered(txn: &WriteTransaction, row: &OutboxRow) -> Result<(), StoreError> {
-    record(txn, row, DeliveryStatus::Filtered, None, None)
-}
-
 fn record(
     txn: &WriteTransaction,
     row: &OutboxRow,

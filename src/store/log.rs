@@ -148,6 +148,7 @@ impl HistoryRecord {
             last_error: None,
             dead_reason: None,
             dead_ms: None,
+            render: false,
             body,
         }
     }

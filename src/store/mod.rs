@@ -161,31 +161,27 @@ pub struct NewEvent {
     pub revision: u64,
     /// The event envelope (design §3), the body of every delivery that has no `body` program.
     pub body: Arc<[u8]>,
-    /// One per destination the event goes to (filtered destinations have none).
+    /// One per destination the event goes to.
     pub deliveries: Vec<Delivery>,
-    /// Destinations whose `filter` dropped the event (recorded in the delivery log only).
-    pub filtered: Vec<String>,
 }
 
-/// The rendering of one event for one destination, decided before the commit so that every
-/// retry sends the same bytes.
+/// One event's delivery to one destination, as committed.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// Destination name.
     pub destination: String,
-    /// The body its `body` program rendered (`None`: the envelope).
-    pub body: Option<Arc<[u8]>>,
-    /// Why it goes straight to the dead letters (a jq program failed), if it does.
-    pub dead: Option<String>,
+    /// Whether the destination's `filter`/`body` programs still have to run: they run when the
+    /// row is first due (design §9, "Transforms"), and their result replaces the body durably
+    /// before anything is sent ([`Settle::Rendered`]).
+    pub render: bool,
 }
 
 impl Delivery {
-    /// A delivery of the event envelope itself to `destination` (no `body` program result yet).
+    /// A delivery of the event envelope itself to `destination`.
     pub fn envelope(destination: &str) -> Delivery {
         Delivery {
             destination: destination.to_owned(),
-            body: None,
-            dead: None,
+            render: false,
         }
     }
 }
@@ -220,6 +216,15 @@ pub struct PollCommit {
 }
 
 impl PollCommit {
+    /// Marks the deliveries to destinations with jq programs (`programmed`) for rendering.
+    pub fn defer_renders(&mut self, programmed: impl Fn(&str) -> bool) {
+        for e in &mut self.events {
+            for d in &mut e.deliveries {
+                d.render = programmed(&d.destination);
+            }
+        }
+    }
+
     /// A fresh outbox row (due now) of `event` for `destination`, numbered `seq`.
     pub fn row(&self, event: &NewEvent, destination: &str, body: Arc<[u8]>, seq: u64) -> OutboxRow {
         OutboxRow {
@@ -236,6 +241,7 @@ impl PollCommit {
             last_error: None,
             dead_reason: None,
             dead_ms: None,
+            render: false,
             body,
         }
     }
@@ -272,6 +278,10 @@ pub struct OutboxRow {
     /// When the row was dead-lettered, unix ms (dead letters only).
     #[serde(default)]
     pub dead_ms: Option<i64>,
+    /// Whether `body` is still the event envelope that the destination's jq programs must
+    /// render before it is sent (see [`Delivery::render`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub render: bool,
     /// Payload bytes.
     #[serde(skip)]
     pub body: Arc<[u8]>,

@@ -169,32 +169,24 @@ impl RedbBackend {
         next_seq: &mut u64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let mut outbox = txn.open_table(OUTBOX).map_err(be)?;
-        let mut dead = txn.open_table(DEAD).map_err(be)?;
         let mut rows = Vec::new();
         for event in &c.events {
             for delivery in &event.deliveries {
-                let body = delivery.body.clone().unwrap_or_else(|| event.body.clone());
-                let mut row = new_row(c, event, &delivery.destination, body, next_seq);
-                row.dead_reason = delivery.dead.clone();
-                row.dead_ms = delivery.dead.as_ref().map(|_| c.now_ms);
-                // A delivery whose jq program failed is a dead letter from the start.
-                let table = match row.dead_reason {
-                    Some(_) => &mut dead,
-                    None => &mut outbox,
-                };
-                table
+                let mut row = new_row(
+                    c,
+                    event,
+                    &delivery.destination,
+                    event.body.clone(),
+                    next_seq,
+                );
+                row.render = delivery.render;
+                outbox
                     .insert(row.seq, encode_row(&row).as_slice())
                     .map_err(be)?;
                 if self.logging() {
                     history::created(txn, &row, None)?;
                 }
                 rows.push(row);
-            }
-            if self.logging() {
-                for name in &event.filtered {
-                    let row = new_row(c, event, name, Arc::from(&[][..]), next_seq);
-                    history::filtered(txn, &row)?;
-                }
             }
         }
         Ok(rows)
@@ -206,6 +198,23 @@ impl RedbBackend {
         let log = self.logging();
         for s in list {
             match s {
+                Settle::Rendered { seq, body } => {
+                    let Some(mut row) = read_row(&outbox, *seq)? else {
+                        continue;
+                    };
+                    row.render = false;
+                    if let Some(body) = body {
+                        row.body = body.clone();
+                    }
+                    outbox
+                        .insert(*seq, encode_row(&row).as_slice())
+                        .map_err(be)?;
+                }
+                Settle::Filtered { seq } => {
+                    if outbox.remove(*seq).map_err(be)?.is_some() && log {
+                        history::settled(txn, *seq, DeliveryStatus::Filtered, None, None, None)?;
+                    }
+                }
                 Settle::Delivered { seq, attempt } => {
                     let removed = outbox.remove(*seq).map_err(be)?;
                     if log && let Some(bytes) = removed {

@@ -1,7 +1,7 @@
 //! The status page in a real browser: headless Chromium driven over WebDriver (Debian's
 //! `chromium` and `chromium-driver`, installed by `.ci/run`), spoken to directly with reqwest.
 //! Logs in with the token, sees a failing source's error, opens a delivery's detail, resends a
-//! dead letter and sees it delivered, resumes a held source. Screenshots go to
+//! dead letter and sees it delivered, resumes a held source, signs out. Screenshots go to
 //! `target/screenshots/`. Outside CI a machine without chromedriver skips loudly; in CI
 //! (`CI=true`) it fails.
 
@@ -98,20 +98,23 @@ impl Browser {
         .await;
     }
 
-    /// The page's text. A navigation (a form's redirect landing) can replace the page between
-    /// finding its body and reading it: a stale body is found again on the new page.
+    /// The page's text, read in one script call: no element reference that a navigation (a
+    /// form's redirect landing) could make stale between finding the body and reading it.
     async fn text(&self) -> String {
+        let script =
+            json!({"script": "return document.body ? document.body.innerText : '';", "args": []});
         for _ in 0..10 {
-            let body = self.find("//body").await;
-            let path = format!("/element/{body}/text");
-            let v = self.send(reqwest::Method::GET, &path, None).await;
-            if v["error"] == "stale element reference" {
+            let v = self
+                .send(reqwest::Method::POST, "/execute/sync", Some(script.clone()))
+                .await;
+            // A script racing a navigation can fail once; the next page answers.
+            if v["error"].is_string() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
-            assert!(v["error"].is_null(), "webdriver {path}: {v}");
             return v.as_str().unwrap_or("").to_owned();
         }
-        panic!("the page kept being replaced while its text was read");
+        panic!("the page's text could not be read");
     }
 
     async fn screenshot(&self, name: &str) {
@@ -296,6 +299,19 @@ sources:
     agent.wait_hits(6, T).await;
     b.wait_for(&home, "delivered").await;
     b.screenshot("after").await;
+
+    // Sign out: the session ends, and the page asks for the token again.
+    b.go(&home).await;
+    b.click("//button[text()='Sign out']").await;
+    wait_until(T, "the sign-in page after signing out", || async {
+        b.text().await.contains("admin token")
+    })
+    .await;
+    b.go(&home).await;
+    assert!(
+        b.text().await.contains("admin token"),
+        "the session outlived sign-out"
+    );
     b.call(reqwest::Method::DELETE, "", None).await;
     d.stop().await;
 }

@@ -28,3 +28,4 @@ mod reload;
 mod signatures;
 mod stores;
 mod transform;
+mod trust;

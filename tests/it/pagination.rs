@@ -299,3 +299,43 @@ async fn pages_use_their_own_validators() {
     );
     d.stop().await;
 }
+
+/// The bytes one run receives are bounded by `max_run_body` (design §9): a run over it fails
+/// with a clear error and changes nothing, though each page fits `max_body`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_max_run_body_fails_and_changes_nothing() {
+    let up = MockServer::start().await;
+    let filler = "x".repeat(700);
+    mount(
+        &up,
+        None,
+        page(
+            json!([{"id": 1, "f": filler}]),
+            Some(format!("<{}/things?page=2>; rel=next", up.uri())),
+        ),
+    )
+    .await;
+    mount(
+        &up,
+        Some(("page", "2")),
+        page(json!([{"id": 2, "f": filler}]), None),
+    )
+    .await;
+    let rx = receiver(204).await;
+    let d = Daemon::start(&simple_yaml(
+        &up.uri(),
+        &rx.uri(),
+        "    paginate: { link: next }\n    on_first_poll: emit\n    max_body: 1KiB\n    max_run_body: 1000B\n",
+    ));
+    let url = format!("{}/v1/sources/things", d.admin);
+    wait_until(T, "the run failed", || async {
+        admin("GET", &url, None).await.1["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_run_body"))
+    })
+    .await;
+    let (_, status) = admin("GET", &url, None).await;
+    assert_eq!(status["items"], 0, "{status}");
+    assert!(events(&rx).await.is_empty());
+    d.stop().await;
+}

@@ -47,12 +47,7 @@ fn commit(key: &str) -> PollCommit {
             key: key.into(),
             revision: 1,
             body: Arc::from(&b"{}"[..]),
-            deliveries: vec![pollhook::store::Delivery {
-                destination: "d".into(),
-                body: None,
-                dead: None,
-            }],
-            filtered: Vec::new(),
+            deliveries: vec![pollhook::store::Delivery::envelope("d")],
         }],
         now_ms: 0,
         fence: 0,
@@ -196,12 +191,14 @@ async fn reconcile_queues_stranded_rows_once() {
     let dests: Vec<_> = config.destinations.values().cloned().collect();
     let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(settle_loop(store.clone(), settle_rx));
-    let dispatcher = Dispatcher::new(
-        &dests,
-        store.clone(),
-        pollhook::http::destination_client().unwrap(),
+    let parts = pollhook::delivery::Parts {
+        store: store.clone(),
+        client: pollhook::http::destination_client().unwrap(),
         settle_tx,
-    );
+        jq_exe: crate::helpers::binary(),
+        registry: Default::default(),
+    };
+    let dispatcher = Dispatcher::new(&dests, parts);
     let (_rows_tx, mut rows_rx) = tokio::sync::mpsc::unbounded_channel();
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -96,8 +96,13 @@ async fn failing_programs_dead_letter_only_their_events() {
         ("nothing", "empty", "produced no value"),
         ("several", ".data, .data", "produced several values"),
         ("forever", "def f: f; f", "ran longer than"),
-        ("overflow", "def f: 1 + f; f", "crashed"),
+        (
+            "overflow",
+            "def f: 1 + f; f",
+            "overflowed its evaluator's stack",
+        ),
         ("leak", "error($secret)", "<redacted>"),
+        ("big", "[range(100000)]", "max_body"),
     ];
     let mut dests = format!(
         "  ok:\n    url: {}/hook\n    secret: ${{SECRET}}\n    body: .data\n",
@@ -105,7 +110,7 @@ async fn failing_programs_dead_letter_only_their_events() {
     );
     for (name, program, _) in programs {
         dests.push_str(&format!(
-            "  {name}:\n    url: {}/hook\n    secret: ${{SECRET}}\n    body: '{program}'\n",
+            "  {name}:\n    url: {}/hook\n    secret: ${{SECRET}}\n    body: '{program}'\n    max_body: 64KiB\n",
             bad.uri()
         ));
     }
@@ -168,4 +173,208 @@ async fn secret_is_available_to_body_programs() {
         events(&rx).await[0],
         json!({"customer_id": "c1", "email": "a@b", "secret": SECRET})
     );
+}
+
+/// A runaway and an exploding program delay only their own destinations (design §9): a plain
+/// destination of the same source and another source's destination get every event within
+/// 2 s while `loop` spends a second per stuck event and `huge` hits its memory limit on every
+/// one; the event that loops is dead-lettered, the rest of `loop`'s events are delivered; the
+/// jq workers never hold more memory than their limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_program_delays_only_its_own_destination() {
+    let _heavy = crate::helpers::HEAVY.lock().await;
+    let items: Vec<Value> = (1..=40).map(|i| json!({"id": i, "n": i})).collect();
+    let up = Upstream::start(&Value::Array(items).to_string()).await;
+    let other_up = Upstream::start(&json!([{"id": "x"}]).to_string()).await;
+    let (plain, looping, huge, other) = (
+        receiver(204).await,
+        receiver(204).await,
+        receiver(204).await,
+        receiver(204).await,
+    );
+    let yaml = format!(
+        "state: ./state.redb
+destinations:
+  plain:
+    url: {}/hook
+    secret: ${{SECRET}}
+  loop:
+    url: {}/hook
+    secret: ${{SECRET}}
+    body: 'if .key == \"3\" then (def f: f; f) else .data end'
+  huge:
+    url: {}/hook
+    secret: ${{SECRET}}
+    body: '[range(100000000)] | length'
+    jq_memory: 64MiB
+  other:
+    url: {}/hook
+    secret: ${{SECRET}}
+sources:
+  tasks:
+    url: {}/things
+    every: 100ms
+    jitter: 0%
+    key: /id
+    on_first_poll: emit
+    to: [plain, loop, huge]
+  elsewhere:
+    url: {}/things
+    every: 100ms
+    jitter: 0%
+    key: /id
+    on_first_poll: emit
+    to: [other]
+",
+        plain.uri(),
+        looping.uri(),
+        huge.uri(),
+        other.uri(),
+        up.url,
+        other_up.url
+    );
+    let started = std::time::Instant::now();
+    let d = Daemon::start(&yaml);
+    let peak = WorkerPeak::watch();
+    wait_until(
+        Duration::from_secs(2),
+        "plain and the other source delivered",
+        || async { events(&plain).await.len() == 40 && events(&other).await.len() == 1 },
+    )
+    .await;
+    let fast = started.elapsed();
+    let dead_url = format!("{}/v1/dead", d.admin);
+    wait_until(
+        3 * T,
+        "loop's stuck event and all of huge's dead-lettered",
+        || async {
+            admin("GET", &dead_url, None).await.1["dead"]
+                .as_array()
+                .is_some_and(|a| a.len() == 41)
+        },
+    )
+    .await;
+    wait_until(T, "loop's other events delivered", || async {
+        events(&looping).await.len() == 39
+    })
+    .await;
+    let (_, dead) = admin("GET", &dead_url, None).await;
+    let (_, metrics) = admin("GET", &format!("{}/metrics", d.admin), None).await;
+    let metrics = metrics.as_str().unwrap_or("").to_owned();
+    d.stop().await;
+    let (workers, max_rss) = peak.stop();
+    eprintln!(
+        "plain and the other source: {fast:?}; jq workers seen {workers}, peak RSS {max_rss} KiB"
+    );
+    let reasons = |name: &str| -> Vec<String> {
+        dead["dead"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["destination"] == name)
+            .map(|r| r["reason"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let stuck = reasons("loop");
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    assert!(
+        stuck[0].contains("time limit (1 s, jq_timeout)"),
+        "{stuck:?}"
+    );
+    let exploded = reasons("huge");
+    assert_eq!(exploded.len(), 40);
+    assert!(
+        exploded
+            .iter()
+            .all(|r| r.contains("memory limit (64 MiB, jq_memory)")),
+        "{exploded:?}"
+    );
+    assert!(events(&huge).await.is_empty());
+    assert!(
+        workers > 0,
+        "no jq worker was seen running under its memory limit"
+    );
+    assert!(
+        max_rss < 512 * 1024,
+        "a jq worker held {max_rss} KiB, over the largest limit"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pollhook_jq_limits_total{")
+                && l.contains("destination=\"huge\",limit=\"memory\"}")),
+        "{metrics}"
+    );
+}
+
+/// Watches this process's jq worker children, recording how many ran under an address-space
+/// limit and the largest resident size any had.
+struct WorkerPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, u64)>,
+}
+
+impl WorkerPeak {
+    fn watch() -> WorkerPeak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let me = std::process::id().to_string();
+            let (mut limited, mut max) = (std::collections::HashSet::new(), 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (pid, rss, has_limit) in jq_children(&me) {
+                    if has_limit {
+                        limited.insert(pid);
+                    }
+                    max = max.max(rss);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (limited.len(), max)
+        });
+        WorkerPeak { stop, thread }
+    }
+
+    fn stop(self) -> (usize, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("watcher")
+    }
+}
+
+/// (pid, VmRSS KiB, whether it runs under an address-space limit yet) of every `jq-worker`
+/// child of process `parent` (a worker sets its limit first thing after it starts).
+fn jq_children(parent: &str) -> Vec<(String, u64, bool)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
+        };
+        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
+        if field("PPid:").as_deref() != Some(parent)
+            || !cmdline.windows(9).any(|w| w == b"jq-worker")
+        {
+            continue;
+        }
+        let limits = std::fs::read_to_string(path.join("limits")).unwrap_or_default();
+        let limited = limits
+            .lines()
+            .any(|l| l.starts_with("Max address space") && !l.contains("unlimited"));
+        let rss = field("VmRSS:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            rss,
+            limited,
+        ));
+    }
+    out
 }

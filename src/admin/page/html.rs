@@ -30,7 +30,8 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-pub(super) fn refuse(status: StatusCode, why: &str) -> Response {
+/// A page saying why a request was refused.
+pub fn refuse(status: StatusCode, why: &str) -> Response {
     (
         status,
         Html(layout("pollhook: refused", &format!("<h1>Refused</h1><p role=\"alert\" class=\"bad\">{}</p><p><a href=\"/\">Back to the status page</a></p>", esc(why)))),
@@ -45,7 +46,7 @@ pub(super) fn layout(title: &str, body: &str) -> String {
     )
 }
 
-pub(super) fn login_page(message: Option<&str>) -> String {
+pub(super) fn login_page(message: Option<&str>, form: &str) -> String {
     let note = message.map_or(String::new(), |m| {
         format!("<p role=\"alert\" class=\"bad\">{}</p>", esc(m))
     });
@@ -53,9 +54,10 @@ pub(super) fn login_page(message: Option<&str>) -> String {
         "pollhook: sign in",
         &format!(
             "<h1>pollhook</h1><p>This status page needs the admin token (<code>admin.token</code> in bridge.yaml).</p>{note}\
-             <form method=\"post\" action=\"/login\"><label for=\"token\">Admin token</label>\
+             <form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"form\" value=\"{}\"><label for=\"token\">Admin token</label>\
              <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required> \
-             <button type=\"submit\">Sign in</button></form>"
+             <button type=\"submit\">Sign in</button></form>",
+            esc(form)
         ),
     )
 }

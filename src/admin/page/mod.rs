@@ -2,12 +2,13 @@
 //! (no template engine: a page this size is clearer as code, and every interpolated value goes
 //! through [`esc`]); one embedded stylesheet, no JavaScript, nothing fetched from elsewhere.
 //!
-//! Access: with `admin.token` set, the page asks for the token once (`POST /login`) and keeps an
-//! `HttpOnly; SameSite=Strict` session cookie (an HMAC of the token, so it changes when the
-//! token does). Without a token the page is readable, and its buttons work only when the
-//! listener is loopback. Every button is a POST that must carry the page's CSRF token (an HMAC
-//! a cross-site page cannot read) and, when the browser sends one, an `Origin` equal to this
-//! host: a cross-site form cannot forge it.
+//! Access (`session.rs`): with `admin.token` set, the page asks for the token once
+//! (`POST /login`, rate-limited per client address) and keeps an `HttpOnly; SameSite=Strict`
+//! session cookie that expires (`admin.session`, default 12 h) and ends with `POST /logout`.
+//! Without a token the page is readable, and its buttons work only when the listener is
+//! loopback. Every button is a POST that must carry the page's form token (an HMAC bound to the
+//! session, which a cross-site page cannot read); the admin gate (`admin/auth.rs`) has already
+//! refused cross-site requests and foreign `Host`s.
 
 use std::fmt::Write;
 
@@ -19,24 +20,27 @@ use serde::Deserialize;
 mod html;
 mod session;
 
-pub use session::{COOKIE, Login, login};
+pub use html::refuse;
+pub use session::{COOKIE, Login, Logout, Sessions, login, logout};
 
 use super::AdminState;
 use super::events::{EventsQuery, at, sent_headers};
 use crate::delivery::{DestStats, DispatchCmd, now_ms};
 use crate::poller::Control;
 use crate::store::{DeliveryStatus, HistoryQuery, HistoryRecord, OutboxRow};
-use html::{esc, layout, login_page, opt, refuse, select};
-use session::{can_read, can_write, check_post, csrf_value};
+use html::{esc, layout, login_page, opt, select};
+use session::{can_read, can_write, check_post, csrf_value, login_value, signed_in};
 
-fn button(s: &AdminState, action: &str, label: &str, writable: bool) -> String {
-    if !writable {
+/// A button that POSTs to `action` with the page's form token; none on a read-only page
+/// (`writable` is the form token when the buttons work).
+fn button(action: &str, label: &str, writable: Option<&str>) -> String {
+    let Some(csrf) = writable else {
         return String::new();
-    }
+    };
     format!(
         "<form class=\"inline\" method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">{}</button></form>",
         esc(action),
-        csrf_value(s),
+        esc(csrf),
         esc(label)
     )
 }
@@ -100,14 +104,13 @@ fn status_class(status: DeliveryStatus) -> &'static str {
     }
 }
 
-fn sources_section(s: &AdminState, out: &mut String, writable: bool) {
+fn sources_section(s: &AdminState, out: &mut String, writable: Option<&str>) {
     out.push_str("<h2 id=\"sources\">Sources</h2><div class=\"wrap\"><table><caption class=\"muted\">Every configured source and its last poll</caption><thead><tr><th scope=\"col\">Source</th><th scope=\"col\">State</th><th scope=\"col\">Last poll</th><th scope=\"col\">Next poll</th><th scope=\"col\">Items</th><th scope=\"col\">Events</th><th scope=\"col\">Last error</th><th scope=\"col\">Action</th></tr></thead><tbody>");
     for src in s.registry.sources() {
         let (state, action) = match &src.paused {
             Some(reason) => (
                 format!("<span class=\"warn\">paused</span>: {}", esc(reason)),
                 button(
-                    s,
                     &format!("/ui/sources/{}/resume", src.name),
                     &format!("Resume {}", src.name),
                     writable,
@@ -196,7 +199,7 @@ fn log_section(
     out: &mut String,
     q: &EventsQuery,
     records: &[HistoryRecord],
-    writable: bool,
+    writable: Option<&str>,
 ) {
     let sources: Vec<String> = s.registry.sources().into_iter().map(|x| x.name).collect();
     let dests: Vec<String> = s
@@ -229,7 +232,7 @@ fn log_section(
             });
         let action = match r.status {
             DeliveryStatus::Delivered | DeliveryStatus::Dead => {
-                button(s, &resend_action(r), "Resend", writable)
+                button(&resend_action(r), "Resend", writable)
             }
             _ => String::new(),
         };
@@ -253,7 +256,7 @@ fn log_section(
     out.push_str("</tbody></table></div>");
 }
 
-fn dead_section(s: &AdminState, dead: &[OutboxRow], out: &mut String, writable: bool) {
+fn dead_section(dead: &[OutboxRow], out: &mut String, writable: Option<&str>) {
     let _ = write!(
         out,
         "<h2 id=\"dead\">Dead letters ({})</h2><div class=\"wrap\"><table><caption class=\"muted\">Deliveries that gave up; resend puts them back in the outbox</caption><thead><tr><th scope=\"col\">Id</th><th scope=\"col\">Event</th><th scope=\"col\">Destination</th><th scope=\"col\">Source</th><th scope=\"col\">Attempts</th><th scope=\"col\">Reason</th><th scope=\"col\">Action</th></tr></thead><tbody>",
@@ -271,7 +274,6 @@ fn dead_section(s: &AdminState, dead: &[OutboxRow], out: &mut String, writable: 
             row.attempts,
             opt(&row.dead_reason),
             button(
-                s,
                 &format!("/ui/dead/{}/retry", row.seq),
                 &format!("Resend dead letter {}", row.seq),
                 writable
@@ -291,9 +293,10 @@ pub async fn index(
     Query(q): Query<EventsQuery>,
 ) -> Response {
     if !can_read(&s, &headers) {
-        return Html(login_page(None)).into_response();
+        return Html(login_page(None, &login_value(&s))).into_response();
     }
-    let writable = can_write(&s, &headers);
+    let csrf = can_write(&s, &headers).then(|| csrf_value(&s, &headers));
+    let writable = csrf.as_deref();
     let now = now_ms();
     let stats = {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -329,12 +332,19 @@ pub async fn index(
         out,
         "<header><h1>pollhook</h1><p class=\"muted\">Status at {} · <a href=\"/\">refresh</a>{}</p><nav aria-label=\"Sections\"><a href=\"#sources\">Sources</a><a href=\"#destinations\">Destinations</a><a href=\"#log\">Delivery log</a><a href=\"#dead\">Dead letters</a></nav></header><main>",
         at(now).map_or(String::new(), |t| esc(&t)),
-        if writable { "" } else { " · read-only" },
+        match (writable, signed_in(&s, &headers)) {
+            (Some(csrf), true) => format!(
+                " · <form class=\"inline\" method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form>",
+                esc(csrf)
+            ),
+            (Some(_), false) => String::new(),
+            (None, _) => " · read-only".to_owned(),
+        },
     );
     sources_section(&s, &mut out, writable);
     destinations_section(&mut out, &stats, &hour);
     log_section(&s, &mut out, &q, &records, writable);
-    dead_section(&s, &dead, &mut out, writable);
+    dead_section(&dead, &mut out, writable);
     out.push_str("</main>");
     Html(layout("pollhook status", &out)).into_response()
 }
@@ -346,9 +356,10 @@ pub async fn event(
     Path(id): Path<String>,
 ) -> Response {
     if !can_read(&s, &headers) {
-        return Html(login_page(None)).into_response();
+        return Html(login_page(None, &login_value(&s))).into_response();
     }
-    let writable = can_write(&s, &headers);
+    let csrf = can_write(&s, &headers).then(|| csrf_value(&s, &headers));
+    let writable = csrf.as_deref();
     let key = id.clone();
     let deliveries = s
         .store
@@ -384,7 +395,6 @@ pub async fn event(
         );
         if matches!(r.status, DeliveryStatus::Delivered | DeliveryStatus::Dead) {
             out.push_str(&button(
-                &s,
                 &resend_action(r),
                 &format!("Resend to {}", r.destination),
                 writable,

@@ -13,9 +13,11 @@ use crate::store::{DeliveryStatus, Settle, StoreError};
 /// The row an outcome is for.
 fn seq_of(s: &Settle) -> u64 {
     match s {
-        Settle::Delivered { seq, .. } | Settle::Retry { seq, .. } | Settle::Dead { seq, .. } => {
-            *seq
-        }
+        Settle::Rendered { seq, .. }
+        | Settle::Filtered { seq }
+        | Settle::Delivered { seq, .. }
+        | Settle::Retry { seq, .. }
+        | Settle::Dead { seq, .. } => *seq,
     }
 }
 
@@ -53,6 +55,20 @@ impl PgBackend {
                 .collect()
         };
         let mut log: Vec<Settled> = Vec::new();
+        rendered(txn, list).await?;
+        let filtered: Vec<i64> = of_kind(|s| matches!(s, Settle::Filtered { .. }));
+        if !filtered.is_empty() {
+            let gone = txn
+                .query(
+                    "DELETE FROM pollhook_outbox WHERE seq = ANY($1) RETURNING seq",
+                    &[&filtered],
+                )
+                .await
+                .map_err(pg_err)?;
+            for r in gone {
+                log.push((seq_u(r.get(0)), DeliveryStatus::Filtered, None, None, None));
+            }
+        }
         let delivered: Vec<i64> = of_kind(|s| matches!(s, Settle::Delivered { .. }));
         let by_seq: std::collections::HashMap<u64, &Settle> =
             list.iter().map(|s| (seq_of(s), s)).collect();
@@ -159,4 +175,46 @@ impl PgBackend {
         }
         Ok(())
     }
+}
+
+/// Stores the bodies that rows' jq programs rendered, and that they need no rendering again.
+async fn rendered(txn: &Transaction<'_>, list: &[Settle]) -> Result<(), StoreError> {
+    let bodies: std::collections::HashMap<i64, Option<&[u8]>> = list
+        .iter()
+        .filter_map(|s| match s {
+            Settle::Rendered { seq, body } => Some((seq_i(*seq), body.as_deref())),
+            _ => None,
+        })
+        .collect();
+    if bodies.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = bodies.keys().copied().collect();
+    let found = txn
+        .query(
+            "SELECT seq, header, body FROM pollhook_outbox WHERE seq = ANY($1) FOR UPDATE",
+            &[&seqs],
+        )
+        .await
+        .map_err(pg_err)?;
+    let (mut seqs, mut headers, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+    for r in found {
+        let seq: i64 = r.get(0);
+        let mut row = from_header(r.get(1), None)?;
+        row.render = false;
+        let stored: &[u8] = r.get(2);
+        let body = bodies.get(&seq).copied().flatten().unwrap_or(stored);
+        seqs.push(seq);
+        headers.push(header(&row)?);
+        payloads.push(body.to_vec());
+    }
+    txn.execute(
+        "UPDATE pollhook_outbox o SET header = t.h, body = t.b
+         FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS t(seq, h, b)
+         WHERE o.seq = t.seq",
+        &[&seqs, &headers, &payloads],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
 }

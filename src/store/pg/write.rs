@@ -292,68 +292,35 @@ impl PgBackend {
     }
 
     /// The outbox rows (and log records) of a commit's events, a few statements whatever their
-    /// number; returns the rows this instance claimed (the ones its dispatcher sends) and the
-    /// dead-at-birth ones (it counts them).
+    /// number; returns the rows this instance claimed (the ones its dispatcher sends).
     async fn insert_events(
         &self,
         txn: &Transaction<'_>,
         c: &PollCommit,
     ) -> Result<Rows, StoreError> {
-        let log = self.logging();
-        let n: usize = c
-            .events
-            .iter()
-            .map(|e| e.deliveries.len() + if log { e.filtered.len() } else { 0 })
-            .sum();
+        let n: usize = c.events.iter().map(|e| e.deliveries.len()).sum();
         let mut seqs = Self::seqs(txn, n).await?.into_iter();
-        let (mut pending, mut dead, mut filtered) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pending = Vec::with_capacity(n);
         for event in &c.events {
             for delivery in &event.deliveries {
-                let body = delivery.body.clone().unwrap_or_else(|| event.body.clone());
                 let seq = seqs.next().unwrap_or_default();
-                let mut row = c.row(event, &delivery.destination, body, seq);
-                // A delivery whose jq program failed is a dead letter from the start.
-                match &delivery.dead {
-                    Some(reason) => {
-                        row.dead_reason = Some(reason.clone());
-                        row.dead_ms = Some(c.now_ms);
-                        dead.push(row);
-                    }
-                    None => pending.push(row),
-                }
-            }
-            if log {
-                for name in &event.filtered {
-                    let seq = seqs.next().unwrap_or_default();
-                    filtered.push(c.row(event, name, Arc::from(&[][..]), seq));
-                }
+                let mut row = c.row(event, &delivery.destination, event.body.clone(), seq);
+                row.render = delivery.render;
+                pending.push(row);
             }
         }
         let claimed = self.insert_outbox_rows(txn, &pending).await?;
-        insert_dead_rows(txn, &dead).await?;
-        if log {
+        if self.logging() {
             let records: Vec<Created> = pending
                 .iter()
                 .map(|r| (r, DeliveryStatus::Pending, None, None))
-                .chain(
-                    dead.iter()
-                        .map(|r| (r, DeliveryStatus::Dead, r.dead_reason.clone(), None)),
-                )
-                .chain(
-                    filtered
-                        .iter()
-                        .map(|r| (r, DeliveryStatus::Filtered, None, None)),
-                )
                 .collect();
             record_many(txn, &records).await?;
         }
-        let mut out: Rows = pending
+        Ok(pending
             .into_iter()
             .filter(|r| claimed.contains(&r.seq))
-            .chain(dead)
-            .collect();
-        out.sort_by_key(|r| r.seq);
-        Ok(out)
+            .collect())
     }
 
     /// Inserts pending rows in one statement, each claimed by this instance unless an earlier
