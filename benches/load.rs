@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench load` (env: LOAD_SOURCES=1000, LOAD_SECONDS=30, LOAD_CONDITIONAL=0 to
 //! turn conditional requests off; the upstream always sends ETags and honours If-None-Match;
-//! LOAD_HISTORY=0 turns the delivery log off, to measure its cost).
+//! LOAD_HISTORY=0 turns the delivery log off, to measure its cost; LOAD_JQ=1 gives the
+//! destination a `body` jq program that keeps the event and adds a field).
 //! Prints polls/s achieved vs scheduled, schedule lag p50/p99, detection-to-delivery and
 //! change-to-delivery latency p50/p99, deliveries/s, daemon CPU seconds per 1,000 polls, peak
 //! RSS, and the burst delivery rate.
@@ -120,8 +121,12 @@ async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> axum::http::St
 
 fn config(sources: usize, up: &str, rx: &str, conditional: bool, history: bool) -> String {
     let keep = if history { "7d" } else { "0s" };
+    let jq = match std::env::var("LOAD_JQ").as_deref() {
+        Ok("1") => "    body: '. + {shaped: true}'\n",
+        _ => "",
+    };
     let mut y = format!(
-        "history: {{ keep: {keep} }}\nstate: ./state.redb\nadmin:\n  listen: off\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\nsources:\n"
+        "history: {{ keep: {keep} }}\nstate: ./state.redb\nadmin:\n  listen: off\ndestinations:\n  sink:\n    url: {rx}/hook\n    secret: {SECRET}\n    concurrency: 64\n    retry: [1s, 1s, 1s]\n{jq}sources:\n"
     );
     for s in 0..sources {
         y.push_str(&format!("  s{s}:\n    url: {up}/s/{s}\n    every: 1s\n    jitter: 0%\n    key: /id\n    conditional: {conditional}\n    to: [sink]\n"));

@@ -33,6 +33,8 @@ struct Upstream {
     all: AtomicU64,
     /// Revision of page 1's items (bumped alone in the third run).
     first: AtomicU64,
+    /// When page 1 was last requested (a run's start).
+    started: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -42,6 +44,9 @@ struct PageQuery {
 
 async fn page(State(u): State<Arc<Upstream>>, Query(q): Query<PageQuery>) -> impl IntoResponse {
     let n = q.page.unwrap_or(1);
+    if n == 1 {
+        *u.started.lock().expect("lock") = Some(Instant::now());
+    }
     let rev = match n {
         1 => u.first.load(Ordering::Relaxed),
         _ => u.all.load(Ordering::Relaxed),
@@ -92,14 +97,15 @@ async fn status(client: &reqwest::Client, admin: &str) -> serde_json::Value {
 }
 
 /// Waits (at most 10 minutes) until the source has made `polls` polls, the last of them
-/// successful; returns how long it took.
-async fn wait_polls(client: &reqwest::Client, admin: &str, polls: u64) -> Duration {
+/// successful; returns how long the run took from its first page request.
+async fn wait_polls(client: &reqwest::Client, admin: &str, up: &Upstream, polls: u64) -> Duration {
     let start = Instant::now();
     loop {
         let s = status(client, admin).await;
         if s["polls"].as_u64().unwrap_or(0) >= polls {
             assert!(s["last_error"].is_null(), "the run failed: {s}");
-            return start.elapsed();
+            let began = up.started.lock().expect("lock").unwrap_or(start);
+            return began.elapsed();
         }
         assert!(
             start.elapsed() < Duration::from_secs(600),
@@ -122,6 +128,7 @@ async fn main() {
         base: Default::default(),
         all: AtomicU64::new(1),
         first: AtomicU64::new(1),
+        started: Default::default(),
     });
     let base = serve(
         Router::new()
@@ -169,16 +176,19 @@ sources:
     pollhook::http::install_crypto();
     let client = reqwest::Client::new();
     println!("{pages} pages x {mib} MiB ({} items each)", up.per_page);
-    let first = wait_polls(&client, &admin, 1).await;
-    let peak = |what: &str, took: Duration| {
+    let first = wait_polls(&client, &admin, &up, 1).await;
+    let peak = |what: &str, took: Duration, s: serde_json::Value| {
         println!(
-            "{what}: {:.1} s, peak RSS {:.1} MiB, RSS now {:.1} MiB",
+            "{what}: {:.1} s ({} polls, last {}, {} events), peak RSS {:.1} MiB, RSS now {:.1} MiB",
             took.as_secs_f64(),
+            s["polls"],
+            s["last_outcome"],
+            s["events"],
             status_kib(pid, "VmHWM:") as f64 / 1024.0,
             status_kib(pid, "VmRSS:") as f64 / 1024.0
         )
     };
-    peak("first run (baseline)", first);
+    peak("first run (baseline)", first, status(&client, &admin).await);
     up.all.store(2, Ordering::Relaxed);
     up.first.store(2, Ordering::Relaxed);
     let poll = |client: reqwest::Client, admin: String| async move {
@@ -188,11 +198,11 @@ sources:
             .await;
     };
     poll(client.clone(), admin.clone()).await;
-    let every = wait_polls(&client, &admin, 2).await;
-    peak("every item changed", every);
+    let every = wait_polls(&client, &admin, &up, 2).await;
+    peak("every item changed", every, status(&client, &admin).await);
     up.first.store(3, Ordering::Relaxed);
     poll(client.clone(), admin.clone()).await;
-    let one = wait_polls(&client, &admin, 3).await;
-    peak("one page changed", one);
+    let one = wait_polls(&client, &admin, &up, 3).await;
+    peak("one page changed", one, status(&client, &admin).await);
     stop(child);
 }

@@ -1,22 +1,26 @@
 //! pollhook gives webhooks to APIs that have none.
 //!
 //! ```text
-//! bridge.yaml ─► config ─► scheduler ─► fetch (auth, timeout, streamed body cap)
+//! bridge.yaml ─► config ─► scheduler ─► fetch (auth, timeout, streamed body cap, pages)
 //!                                          │
 //!                          extract items (pointer, key, version, ignore)
 //!                                          │
 //!             diff against stored state ─► ONE write txn: new state + outbox rows
 //!                                          │
-//!             dispatcher: due rows ─► sign ─► POST ─► delivered | retry at | dead
+//!             dispatcher: due rows ─► render once (jq, per destination) ─► sign ─► POST
+//!                                          ─► delivered | retry at | dead
 //! ```
 //!
-//! Module map: [`config`] (load and validate `bridge.yaml`), [`schedule`] (pure time math),
-//! [`poller`] (per-source loop and fetch), [`extract`] and [`diff`] (pure), [`event`] (ids and
-//! payloads), [`store`] (storage interface and its redb implementation), [`delivery`]
-//! (dispatcher, signing, retry decisions), [`daemon`] (wiring), [`shutdown`] (signals),
-//! [`demo`] (the self-contained demo), [`cli`] (subcommands). Leaves below them all: [`http`]
-//! (HTTP clients, error chains, upstream wait parsing and caps) and [`telemetry`] (metric names
-//! and the recorder).
+//! Module map, top down: [`cli`] (subcommands) and [`demo`] (the self-contained demo) over
+//! [`daemon`] (wiring, supervision, alerts) and [`admin`] (the HTTP surface: one gate in front
+//! of the API, the status page, the listener); then [`poller`] (per-source loop, fetch,
+//! pages, rate limits) and [`delivery`] (dispatcher, the per-row task, jq transforms, signing,
+//! retry decisions, the settle writer); [`store`] (the storage interface, its redb and
+//! PostgreSQL engines); [`config`] (load and validate `bridge.yaml`); [`jq`] (jq programs in
+//! worker processes), [`diff`], [`event`] (ids and payloads), [`telemetry`] (metric names and
+//! the recorder); and pure leaves: [`extract`], [`schedule`], [`template`] (header and
+//! signature placeholders), [`status`] (per-source status), [`http`] (HTTP clients, error
+//! chains, upstream wait parsing), [`shutdown`] (signals).
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -90,11 +90,11 @@ pub async fn require_token(State(state): State<AdminState>, req: Request, next: 
         .into_response()
 }
 
-/// A refusal: JSON on the API, a page on the status page's routes.
+/// A refusal: JSON on the API, plain text elsewhere (a refused page is shown no page).
 fn refuse(path: &str, status: StatusCode, why: &str) -> Response {
     match path.starts_with("/v1") {
         true => (status, axum::Json(serde_json::json!({ "error": why }))).into_response(),
-        false => super::page::refuse(status, why),
+        false => (status, format!("{why}\n")).into_response(),
     }
 }
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatcher::RowSender;
-use crate::store::{OutboxRow, Settle, Store, StoreError};
+use crate::store::{OutboxRow, RowSink, Settle, Store, StoreError};
 
 /// Rows claimed at once by the claimer on a shared store.
 const CLAIM_BATCH: usize = 1_000;
@@ -18,7 +17,7 @@ pub const CLAIM_EVERY: Duration = Duration::from_millis(500);
 /// On a shared store (design §8): claims due outbox rows no live instance is delivering
 /// (those of a dead instance, or ones that waited for an earlier revision held elsewhere) and
 /// hands them to the dispatcher, until `stop`.
-pub async fn claimer(store: Store, rows: RowSender, stop: CancellationToken) {
+pub async fn claimer(store: Store, rows: RowSink, stop: CancellationToken) {
     let mut tick = tokio::time::interval(CLAIM_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

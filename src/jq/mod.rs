@@ -10,6 +10,7 @@
 //! is dead-lettered with the reason and every other event flows. Each destination with programs
 //! has its own worker ([`JqPool`]), so a runaway program only delays its own destination.
 
+mod child;
 mod pool;
 pub mod worker;
 

@@ -31,7 +31,7 @@ pub fn esc(text: &str) -> String {
 }
 
 /// A page saying why a request was refused.
-pub fn refuse(status: StatusCode, why: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, why: &str) -> Response {
     (
         status,
         Html(layout("pollhook: refused", &format!("<h1>Refused</h1><p role=\"alert\" class=\"bad\">{}</p><p><a href=\"/\">Back to the status page</a></p>", esc(why)))),

@@ -20,7 +20,6 @@ use serde::Deserialize;
 mod html;
 mod session;
 
-pub use html::refuse;
 pub use session::{COOKIE, Login, Logout, Sessions, login, logout};
 
 use super::AdminState;
@@ -28,7 +27,7 @@ use super::events::{EventsQuery, at, sent_headers};
 use crate::delivery::{DestStats, DispatchCmd, now_ms};
 use crate::poller::Control;
 use crate::store::{DeliveryStatus, HistoryQuery, HistoryRecord, OutboxRow};
-use html::{esc, layout, login_page, opt, select};
+use html::{esc, layout, login_page, opt, refuse, select};
 use session::{can_read, can_write, check_post, csrf_value, login_value, signed_in};
 
 /// A button that POSTs to `action` with the page's form token; none on a read-only page

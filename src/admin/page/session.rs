@@ -193,8 +193,8 @@ pub struct Login {
     form: String,
 }
 
-/// `POST /login`: opens a session when the token is right; at most [`LOGIN_ATTEMPTS`] a
-/// [`LOGIN_WINDOW`] per client address, then 429 with `Retry-After`.
+/// `POST /login`: opens a session when the token is right; at most `LOGIN_ATTEMPTS` (5) a
+/// `LOGIN_WINDOW` (a minute) per client address, then 429 with `Retry-After`.
 pub async fn login(
     State(s): State<AdminState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
