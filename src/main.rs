@@ -15,9 +15,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_format);
+    init_logging(&cli.log_level, cli.log_format, cli.color.ansi());
     let result = match cli.command {
         Command::Check(args) => cli::check(args),
+        Command::Completions { shell } => cli::completions(shell),
+        Command::Man => cli::man(),
         Command::JqWorker(args) => {
             pollhook::jq::worker::serve(args.limits()).map_err(anyhow::Error::from)
         }
@@ -75,14 +77,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // One worker thread unless TOKIO_WORKER_THREADS says otherwise: pollhook's async work is
     // waiting on sockets and timers; its CPU work (extraction, the state writer, jq) runs on
     // threads of its own. A second worker only adds cross-thread wake-ups: at 10,000 polls/s
-    // one worker costs about 40% less CPU per poll (README, "Performance").
+    // one worker costs about 40% less CPU per poll (docs/performance.md).
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         b.worker_threads(1);
     }
     Ok(b.enable_all().build()?)
 }
 
-fn init_logging(level: &str, format: LogFormat) {
+/// Logs on stderr: text for people (coloured only when `ansi`; without timestamps under
+/// journald, which stamps every line itself), or JSON lines for collectors.
+fn init_logging(level: &str, format: LogFormat, ansi: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A closed stderr (e.g. a pager that quit) must not panic the logging path.
@@ -90,8 +94,10 @@ fn init_logging(level: &str, format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journald) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.with_ansi(ansi).without_time().init(),
+        (LogFormat::Text, false) => builder.with_ansi(ansi).init(),
     }
 }

@@ -38,6 +38,16 @@ pub struct Cli {
         env = "POLLHOOK_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Colour in text logs: auto (only when stderr is a terminal and NO_COLOR is unset),
+    /// always or never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "POLLHOOK_COLOR"
+    )]
+    pub color: ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -114,9 +124,67 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Print shell completions: `pollhook completions bash > /etc/bash_completion.d/pollhook`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `pollhook man | man -l -`.
+    Man,
     /// Internal: evaluate jq programs for a running daemon (started by it, speaks on stdio).
     #[command(hide = true)]
     JqWorker(JqWorkerArgs),
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Only when stderr is a terminal and `NO_COLOR` is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether text logs on stderr carry ANSI colours.
+    pub fn ansi(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
+/// `pollhook completions SHELL`: the completion script on stdout.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "pollhook", &mut out);
+    print_all(&out)
+}
+
+/// `pollhook man`: the manual page, in roff, on stdout.
+pub fn man() -> anyhow::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    print_all(&out)
+}
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// `pollhook jq-worker` (internal): the limits the daemon starts it with.

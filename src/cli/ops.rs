@@ -9,8 +9,9 @@ use super::{DeadCommand, EventsCommand, EventsList, OpsArgs, SourceAction};
 use crate::admin::client::AdminClient;
 
 async fn client(ops: &OpsArgs) -> anyhow::Result<AdminClient> {
-    let config = crate::config::load(&ops.config.path)?;
-    Ok(AdminClient::new(&config.admin)?)
+    // Only the admin settings: the daemon's other secrets need not be in this environment.
+    let admin = crate::config::load_admin(&ops.config.path)?;
+    Ok(AdminClient::new(&admin)?)
 }
 
 fn text(v: &Value) -> String {

@@ -50,9 +50,55 @@ pub fn load_str(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let raw = parse(text, path)?;
+    let mut ck = check::Checker::new(env, base_dir(path));
+    finish(validate::validate(raw, &mut ck), ck, path)
+}
+
+/// Only the admin settings of the config file at `path` (`admin.listen`, `admin.token`): what
+/// the commands that talk to a running daemon need. The file must parse, but nothing else in
+/// it is validated, so the other secrets it names need not be in the environment.
+pub fn load_admin(path: &Path) -> Result<Admin, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_admin_str(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// [`load_admin`] on config text with an injected environment.
+pub fn load_admin_str(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Admin, ConfigError> {
+    let raw = parse(text, path)?;
+    let mut ck = check::Checker::new(env, base_dir(path));
+    finish(validate::admin(raw.admin.as_ref(), &mut ck), ck, path)
+}
+
+fn base_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The validated value, or every problem found.
+fn finish<T>(value: Option<T>, ck: check::Checker<'_>, path: &Path) -> Result<T, ConfigError> {
+    match value {
+        Some(v) if ck.problems.is_empty() => Ok(v),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: ck.problems,
+        }),
+    }
+}
+
+/// Parses config text into the raw structs (the only call of the YAML crate).
+fn parse(text: &str, path: &Path) -> Result<raw::RawConfig, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
-    let raw: raw::RawConfig = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
         let problem = Problem {
             path: line
@@ -66,19 +112,7 @@ pub fn load_str(
             path: path.to_path_buf(),
             problem,
         }
-    })?;
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut ck = check::Checker::new(env, base);
-    match validate::validate(raw, &mut ck) {
-        Some(config) if ck.problems.is_empty() => Ok(config),
-        _ => Err(ConfigError::Invalid {
-            path: path.to_path_buf(),
-            problems: ck.problems,
-        }),
-    }
+    })
 }
 
 /// The parser's message without its location suffix (the line is reported separately).

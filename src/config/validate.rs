@@ -137,7 +137,8 @@ fn alerts(
 /// Default admin address.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
-fn admin(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Admin> {
+/// `admin:`.
+pub(super) fn admin(raw: Option<&Spanned<RawAdmin>>, ck: &mut Checker<'_>) -> Option<Admin> {
     let listen = match raw.and_then(|a| a.value.listen.as_ref()) {
         None => Some(DEFAULT_ADMIN_LISTEN.parse().ok()),
         Some(v) => match ck.text("admin.listen", v)?.trim() {

@@ -40,7 +40,7 @@ pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead"
 /// pages worth keeping (the B-trees' upper levels, the chunks of the sources that change) grow
 /// with the number of sources: side by side, a fixed 4 MiB cost 6–10 µs per poll at 10,000
 /// sources (more re-reads, lag p99 up to 40 ms) and nothing measurable at 1,000, where it saves
-/// ~4 MiB of a ~40 MiB process (README, Performance). 10,000 sources get ~8.9 MiB.
+/// ~4 MiB of a ~40 MiB process (docs/performance.md). 10,000 sources get ~8.9 MiB.
 pub fn cache_bytes(sources: usize) -> usize {
     const BASE: usize = 4 << 20;
     const PER_SOURCE: usize = 512;

@@ -484,6 +484,26 @@ fn repository_examples_are_valid() {
     }
 }
 
+/// The Debian package's starter config validates once its credential exists, as the package
+/// instructions set it up.
+#[test]
+fn the_packaged_starter_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("debian/bridge.yaml");
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(
+        creds.path().join("agent"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    )
+    .unwrap();
+    let dir = creds.path().to_string_lossy().into_owned();
+    let env = move |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| dir.clone());
+    let text = std::fs::read_to_string(&file).unwrap();
+    if let Err(e) = pollhook::config::load_str(&text, &file, &env) {
+        panic!("{} is invalid: {e}", file.display());
+    }
+}
+
 /// Secrets from every place a config can hold them stay out of `Debug` output.
 #[test]
 fn secrets_never_appear_in_debug_output() {
