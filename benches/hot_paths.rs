@@ -228,8 +228,22 @@ fn render_filter_sign(c: &mut Criterion) {
     g.finish();
 }
 
+/// The status page's hourly counters, as a poll updates them (design §6a; the target is at
+/// most 1 µs a poll).
+fn status_counters(c: &mut Criterion) {
+    let mut status = pollhook::status::SourceStatus::default();
+    let mut now = 1_764_417_600_000i64;
+    c.bench_function("status_count_poll", |b| {
+        b.iter(|| {
+            now += 100;
+            status.count_poll(black_box(pollhook::status::outcome::NOT_MODIFIED), 0, now);
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    status_counters,
     extract_and_diff,
     unchanged_body,
     signing,

@@ -109,6 +109,7 @@ pub async fn run(
     let store = store::open_config(&config, Some(rows_tx))?;
     store.backend().set_history(config.history.enabled());
     let registry = Arc::new(Registry::default());
+    registry.counting_since();
     let (signals_tx, signals_rx) = mpsc::unbounded_channel();
     let signals = crate::telemetry::Signals::new(signals_tx);
     let jq_exe = match options.jq_worker {

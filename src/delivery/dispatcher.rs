@@ -281,6 +281,7 @@ impl Dispatcher {
     /// nothing.
     fn gauges(&self, now: i64) {
         for s in self.stats(now) {
+            self.registry.note_backlog(&s.destination, now, s.pending);
             let name = s.destination;
             metrics::gauge!(m::OUTBOX_DEPTH, "destination" => name.clone()).set(s.pending as f64);
             metrics::gauge!(m::OUTBOX_OLDEST_AGE, "destination" => name.clone())
@@ -392,6 +393,16 @@ impl Dispatcher {
         let name = sender.dest.name.clone();
         let attempts = p.attempts + 1;
         record.n = attempts;
+        let ok = matches!(
+            outcome,
+            super::retry::Outcome::Status {
+                code: 200..=299,
+                ..
+            }
+        );
+        let error = (!ok).then(|| describe(&outcome));
+        self.registry
+            .count_attempt(&name, now, record.duration_ms, error);
         let attempt = Some(record);
         let seq = done.seq;
         let decision = decide(attempts, &outcome, &sender.dest.retry, now);

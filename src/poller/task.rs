@@ -208,14 +208,9 @@ impl Reporter {
         self.clean = clean;
         let live = poller.live_items();
         apply(&self.status, |s| {
-            s.polls += 1;
-            s.events += events as u64;
+            s.count_poll(label, events, now.0.timestamp_millis());
             s.items = live;
             s.last_poll = Some(now);
-            s.last_outcome = Some(label);
-            if let Some(i) = outcome::ALL.iter().position(|o| *o == label) {
-                s.outcomes[i] += 1;
-            }
             if result.is_ok() {
                 s.consecutive_failures = 0;
             } else {

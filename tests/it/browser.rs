@@ -162,6 +162,22 @@ async fn status_page_in_a_real_browser() {
     let broken = Upstream::start("[]").await;
     broken.set(Reply::Status(503));
     let flood = Upstream::start("[]").await;
+    // An upstream that answers 304 to its own ETag: after the first poll, every poll is a 304.
+    let etagged = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::header("if-none-match", "\"v1\""))
+        .respond_with(wiremock::ResponseTemplate::new(304))
+        .with_priority(1)
+        .mount(&etagged)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .insert_header("etag", "\"v1\"")
+                .set_body_json(json!([{"id": 1}])),
+        )
+        .with_priority(2)
+        .mount(&etagged)
+        .await;
     // The first delivery is refused (400: dead letter), then the agent accepts.
     let agent = Scripted::start(vec![r(400).body("no such task")], r(204)).await;
     let yaml = format!(
@@ -179,6 +195,12 @@ sources:
     every: 200ms
     key: /id
     on_first_poll: emit
+    include: {{ previous: true, changes: true }}
+    to: [agent]
+  etagged:
+    url: {etagged}/things
+    every: 200ms
+    key: /id
     to: [agent]
   broken:
     url: {broken}/things
@@ -196,6 +218,7 @@ sources:
         up = up.url,
         broken = broken.url,
         flood = flood.url,
+        etagged = etagged.uri(),
     );
     let d = Daemon::start(&yaml);
     agent.wait_hits(1, T).await;
@@ -281,7 +304,7 @@ sources:
         detail.contains("HTTP 400") && detail.contains("no such task"),
         "{detail}"
     );
-    assert!(detail.contains("\"title\":\"first\""), "{detail}");
+    assert!(detail.contains("\"title\": \"first\""), "{detail}");
     b.screenshot("event").await;
 
     // Resend the dead letter from the page and see it delivered.
@@ -300,6 +323,109 @@ sources:
     b.wait_for(&home, "delivered").await;
     b.screenshot("after").await;
 
+    // The 24 h figures, relative times and a chart per source and destination.
+    wait_until(T, "the etagged source has polled a few times", || async {
+        crate::helpers::gets(&etagged).await >= 4
+    })
+    .await;
+    b.go(&home).await;
+    let row = |name: &str| {
+        let script = json!({"script": "const r = [...document.querySelectorAll('#sources ~ .wrap tbody tr')].find(r => r.querySelector('th').textContent === arguments[0]); return r ? [...r.querySelectorAll('td')].map(c => c.textContent) : null;", "args": [name]});
+        let b = &b;
+        async move {
+            let v = b
+                .send(reqwest::Method::POST, "/execute/sync", Some(script))
+                .await;
+            v.as_array()
+                .map(|cells| {
+                    cells
+                        .iter()
+                        .map(|c| c.as_str().unwrap_or("").to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    // Columns: state, last poll, next poll, items, events, 304s, failed, chart, last error, action.
+    let etag_row = row("etagged").await;
+    let share: u32 = etag_row[5].trim_end_matches('%').parse().unwrap_or(0);
+    assert!(share >= 50 && etag_row[6] == "0%", "etagged: {etag_row:?}");
+    let broken_row = row("broken").await;
+    assert_eq!(
+        (broken_row[5].as_str(), broken_row[6].as_str()),
+        ("0%", "100%"),
+        "{broken_row:?}"
+    );
+    let things_row = row("things").await;
+    assert_eq!(things_row[4], "1", "one event so far: {things_row:?}");
+    assert!(
+        things_row[1].ends_with(" ago") || things_row[1] == "now",
+        "{things_row:?}"
+    );
+    assert!(
+        things_row[2].starts_with("in ")
+            || things_row[2].ends_with(" ago")
+            || things_row[2] == "now",
+        "{things_row:?}"
+    );
+    let charts = b
+        .send(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": "return [...document.querySelectorAll('svg.chart')].map(s => s.querySelector('title').textContent);", "args": []})),
+        )
+        .await;
+    let charts: Vec<String> = charts
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| t.as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        charts.len(),
+        4 + 3,
+        "a chart per source, three for the destination: {charts:?}"
+    );
+    assert!(
+        charts
+            .iter()
+            .any(|t| t.starts_with("broken, last 24 hours") && t.contains(" failed")),
+        "{charts:?}"
+    );
+    b.screenshot("status-24h").await;
+    audit(&b, "the status page").await;
+
+    // An update's change view: the old value struck out, the new one inserted.
+    up.set(Reply::Json(
+        json!([{"id": 1, "title": "second"}]).to_string(),
+    ));
+    wait_until(T, "the update delivered", || async {
+        agent
+            .hits()
+            .iter()
+            .any(|h| h.body["type"] == "item.updated")
+    })
+    .await;
+    let update = agent
+        .hits()
+        .into_iter()
+        .find(|h| h.body["type"] == "item.updated")
+        .expect("update")
+        .id;
+    b.go(&format!("{}/events/{update}", d.admin)).await;
+    let marks = b
+        .send(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": "return [document.querySelector('del')?.textContent, document.querySelector('ins')?.textContent];", "args": []})),
+        )
+        .await;
+    assert_eq!(marks, json!(["\"first\"", "\"second\""]), "the change view");
+    b.screenshot("change").await;
+    audit(&b, "the event page").await;
+
     // Sign out: the session ends, and the page asks for the token again.
     b.go(&home).await;
     b.click("//button[text()='Sign out']").await;
@@ -314,4 +440,33 @@ sources:
     );
     b.call(reqwest::Method::DELETE, "", None).await;
     d.stop().await;
+}
+
+/// Runs axe-core (tests/verifiers' npm package) on the current page: no serious or critical
+/// accessibility violation. Without the package it says so, and fails in CI.
+async fn audit(b: &Browser, what: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/verifiers/node_modules/axe-core/axe.min.js");
+    let Ok(axe) = std::fs::read_to_string(&path) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "axe-core is missing in CI; .ci/run installs it"
+        );
+        eprintln!("SKIPPED the accessibility audit: npm ci in tests/verifiers");
+        return;
+    };
+    b.send(
+        reqwest::Method::POST,
+        "/execute/sync",
+        Some(json!({"script": format!("{axe}\nreturn true;"), "args": []})),
+    )
+    .await;
+    let found = b
+        .send(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1]; axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', ')))).catch(e => done(['axe failed: ' + e]));", "args": []})),
+        )
+        .await;
+    assert_eq!(found, json!([]), "accessibility violations on {what}");
 }

@@ -279,6 +279,60 @@ sources:
 
 /// The page: a cross-site POST is refused even with the right form token; without a token
 /// configured a loopback page is writable; `/` shows sources and the log.
+/// A jq program that fails dead-letters its event with `pollhook.event.dead`, like a refused
+/// delivery does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_program_raises_the_dead_event_alert() {
+    let up = Upstream::start(&json!([{"id": 1}]).to_string()).await;
+    let ops = Scripted::start(vec![], r(204)).await;
+    let agent = Scripted::start(vec![], r(204)).await;
+    let yaml = format!(
+        "alerts: {{ to: [ops] }}
+state: ./state.redb
+admin:
+  listen: off
+destinations:
+  ops:
+    url: {ops}/alerts
+    secret: ${{SECRET}}
+  agent:
+    url: {agent}/hook
+    secret: ${{SECRET}}
+    body: 'error(\"no\")'
+sources:
+  things:
+    url: {up}/things
+    every: 100ms
+    key: /id
+    on_first_poll: emit
+    to: [agent]
+",
+        ops = ops.uri(),
+        agent = agent.uri(),
+        up = up.url
+    );
+    let d = Daemon::start(&yaml);
+    wait_until(T, "event.dead alert", || async {
+        kinds(&ops.hits()).contains(&"pollhook.event.dead".to_owned())
+    })
+    .await;
+    d.stop().await;
+    let hits = ops.hits();
+    let dead = hits
+        .iter()
+        .find(|h| h.body["type"] == "pollhook.event.dead")
+        .unwrap();
+    assert_eq!(dead.body["data"]["destination"], "agent");
+    assert!(
+        dead.body["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the body program failed")),
+        "{}",
+        dead.body
+    );
+    assert!(agent.hits().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_refuses_cross_site_posts() {
     let up = Upstream::start(&json!([{"id": 1}]).to_string()).await;

@@ -12,7 +12,9 @@ table{border-collapse:collapse;width:100%;margin:.3rem 0}th,td{border-bottom:1px
 th{background:#f6f8fa;font-weight:600}.wrap{overflow-x:auto}code,pre{font:13px ui-monospace,monospace}pre{background:#f6f8fa;padding:.5rem;white-space:pre-wrap;word-break:break-all}\
 .bad{color:#b3261e;font-weight:600}.ok{color:#116329}.warn{color:#9a6700;font-weight:600}.muted{color:#57606a}\
 form.inline{display:inline}button{font:inherit;padding:.15rem .6rem;cursor:pointer}label{margin-right:.6rem}\
-input,select{font:inherit;padding:.1rem .3rem}nav a{margin-right:1rem}";
+input,select{font:inherit;padding:.1rem .3rem}nav a{margin-right:1rem}\
+.right{float:right;margin-top:1rem}svg.chart{vertical-align:middle;margin-right:.3rem}td.charts{white-space:nowrap}.pages{margin:.4rem 0}\
+del{background:#ffebe9;color:#82071e}ins{background:#dafbe1;color:#116329;text-decoration:none}pre.diff del,pre.diff ins{display:block}";
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(text: &str) -> String {
@@ -40,8 +42,13 @@ pub(super) fn refuse(status: StatusCode, why: &str) -> Response {
 }
 
 pub(super) fn layout(title: &str, body: &str) -> String {
+    layout_with(title, "", body)
+}
+
+/// [`layout`] with extra `<head>` elements (already HTML).
+pub(super) fn layout_with(title: &str, head: &str, body: &str) -> String {
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{head}<title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
         esc(title)
     )
 }

@@ -3,7 +3,10 @@
 //! the errors of the last rejected reload.
 //!
 //! Design notes: one `RwLock` around a small map, held only to copy or update one entry; no
-//! lock is held across an `.await`.
+//! lock is held across an `.await`. The 24 h figures live in fixed-size hourly counters
+//! (`hours.rs`), memory only.
+
+pub mod hours;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+
+use hours::{DestHour, HOURS, Hours, SourceHour};
 
 /// Outcome of a poll as reported (and used as a metric label).
 pub mod outcome {
@@ -64,6 +69,30 @@ pub struct SourceStatus {
     /// `pollhook_changes_total`, kept here for the same reason.
     #[serde(skip)]
     pub changes: [u64; 3],
+    /// Polls by outcome and events, per hour over the last 24 hours.
+    #[serde(skip)]
+    pub hours: Hours<SourceHour>,
+}
+
+impl SourceStatus {
+    /// Counts one poll with `outcome` that queued `events`, at `now_ms`.
+    pub fn count_poll(&mut self, outcome: &'static str, events: usize, now_ms: i64) {
+        self.polls += 1;
+        self.events += events as u64;
+        self.last_outcome = Some(outcome);
+        let i = outcome::ALL.iter().position(|o| *o == outcome);
+        if let Some(i) = i {
+            self.outcomes[i] += 1;
+        }
+        self.hours.record(now_ms, |h| {
+            if let Some(i) = i {
+                h.polls[i] = h.polls[i].saturating_add(1);
+            }
+            h.events = h
+                .events
+                .saturating_add(events.min(u32::MAX as usize) as u32);
+        });
+    }
 }
 
 /// A time in a status, written as RFC 3339 with milliseconds when it is read (a source's task
@@ -125,6 +154,9 @@ pub struct Registry {
     reload_errors: RwLock<Vec<String>>,
     failing: RwLock<BTreeMap<String, String>>,
     filtered: RwLock<BTreeMap<String, u64>>,
+    destinations: RwLock<BTreeMap<String, Hours<DestHour>>>,
+    dest_errors: RwLock<BTreeMap<String, (String, i64)>>,
+    started: std::sync::OnceLock<DateTime<Utc>>,
 }
 
 impl Registry {
@@ -246,6 +278,62 @@ impl Registry {
         if let Ok(mut f) = self.filtered.write() {
             *f.entry(destination.to_owned()).or_default() += 1;
         }
+    }
+
+    /// Counts one delivery attempt to `destination` at `now_ms`; `error` says why it failed.
+    pub fn count_attempt(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        duration_ms: u64,
+        error: Option<String>,
+    ) {
+        self.dest_hour(destination, now_ms, |h| {
+            h.attempt(error.is_none(), duration_ms)
+        });
+        if let Some(e) = error {
+            let mut errors = self.dest_errors.write().unwrap_or_else(|p| p.into_inner());
+            errors.insert(destination.to_owned(), (e, now_ms));
+        }
+    }
+
+    /// The last failed attempt of each destination: why, and when (unix ms).
+    pub fn destination_errors(&self) -> BTreeMap<String, (String, i64)> {
+        self.dest_errors
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    /// Notes `destination`'s backlog at `now_ms` (the hour keeps the largest).
+    pub fn note_backlog(&self, destination: &str, now_ms: i64, pending: usize) {
+        let pending = pending.min(u32::MAX as usize) as u32;
+        self.dest_hour(destination, now_ms, |h| h.backlog = h.backlog.max(pending));
+    }
+
+    fn dest_hour(&self, destination: &str, now_ms: i64, f: impl FnOnce(&mut DestHour)) {
+        let mut map = self.destinations.write().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(destination) {
+            Some(hours) => hours.record(now_ms, f),
+            None => {
+                let mut hours = Hours::default();
+                hours.record(now_ms, f);
+                map.insert(destination.to_owned(), hours);
+            }
+        }
+    }
+
+    /// Each destination's last 24 hours, oldest first.
+    pub fn destination_hours(&self, now_ms: i64) -> BTreeMap<String, [DestHour; HOURS]> {
+        let map = self.destinations.read().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(k, h)| (k.clone(), h.last_day(now_ms)))
+            .collect()
+    }
+
+    /// Since when the hourly counters count (the first time this was asked, at start).
+    pub fn counting_since(&self) -> DateTime<Utc> {
+        *self.started.get_or_init(Utc::now)
     }
 
     /// Events dropped by each destination's `filter` since start.
