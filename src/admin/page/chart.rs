@@ -145,7 +145,7 @@ pub(super) fn destination_latency(name: &str, hours: &[DestHour; HOURS]) -> Stri
     let worst = hours.iter().filter_map(|b| b.latency_quantile(0.99)).max();
     let label = format!(
         "{name}, attempt latency per hour over 24 hours (log scale, 1 ms to 10 s): p99 at most {}",
-        worst.map_or("—".to_owned(), super::destinations::millis)
+        worst.map_or("—".to_owned(), super::time::millis)
     );
     svg(
         &label,

@@ -6,19 +6,9 @@ use std::fmt::Write;
 use super::AdminState;
 use super::chart;
 use super::html::esc;
-use super::time::time_el;
+use super::time::{millis, time_el};
 use crate::delivery::DestStats;
 use crate::status::hours::{DestHour, LATENCY_BINS_MS, quantile};
-
-/// A latency bin's bound as people read it.
-pub(super) fn millis(ms: u64) -> String {
-    match ms {
-        u64::MAX => "over 10 s".to_owned(),
-        0..=999 => format!("{ms} ms"),
-        _ if ms.is_multiple_of(1000) => format!("{} s", ms / 1000),
-        _ => format!("{:.1} s", ms as f64 / 1000.0),
-    }
-}
 
 /// The day's attempts summed: succeeded, failed, and the latency bins.
 fn day(hours: &[DestHour]) -> (u64, u64, [u32; LATENCY_BINS_MS.len() + 1]) {
@@ -74,17 +64,4 @@ pub(super) fn section(s: &AdminState, out: &mut String, stats: &[DestStats], now
         );
     }
     out.push_str("</tbody></table></div>");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_bounds_read_in_people_units() {
-        assert_eq!(millis(50), "50 ms");
-        assert_eq!(millis(1000), "1 s");
-        assert_eq!(millis(2500), "2.5 s");
-        assert_eq!(millis(u64::MAX), "over 10 s");
-    }
 }

@@ -1,4 +1,4 @@
-//! Times as people read them on the status page: "12 s ago", "in 3 s", inside a `<time>`
+//! Times and durations as people read them on the status page: "12 s ago", "in 3 s", inside a `<time>`
 //! element whose `datetime` and `title` carry the exact RFC 3339 time.
 
 use super::html::esc;
@@ -19,6 +19,16 @@ pub(super) fn relative(at_ms: i64, now_ms: i64) -> String {
     match delta < 0 {
         true => format!("{amount} ago"),
         false => format!("in {amount}"),
+    }
+}
+
+/// A latency bin's bound as people read it.
+pub(super) fn millis(ms: u64) -> String {
+    match ms {
+        u64::MAX => "over 10 s".to_owned(),
+        0..=999 => format!("{ms} ms"),
+        _ if ms.is_multiple_of(1000) => format!("{} s", ms / 1000),
+        _ => format!("{:.1} s", ms as f64 / 1000.0),
     }
 }
 
@@ -55,5 +65,9 @@ mod tests {
             "<time datetime=\"2025-11-29T12:00:00.000Z\" title=\"2025-11-29T12:00:00.000Z\">12 s ago</time>"
         );
         assert_eq!(time_el(None, 0), "—");
+        assert_eq!(millis(50), "50 ms");
+        assert_eq!(millis(1000), "1 s");
+        assert_eq!(millis(2500), "2.5 s");
+        assert_eq!(millis(u64::MAX), "over 10 s");
     }
 }
