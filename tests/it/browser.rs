@@ -59,6 +59,13 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Runs `js` in the page with `args`; its return value.
+    async fn script(&self, js: &str, args: Value) -> Value {
+        let body = json!({ "script": js, "args": args });
+        self.send(reqwest::Method::POST, "/execute/sync", Some(body))
+            .await
+    }
+
     async fn go(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
             .await;
@@ -330,11 +337,11 @@ sources:
     .await;
     b.go(&home).await;
     let row = |name: &str| {
-        let script = json!({"script": "const r = [...document.querySelectorAll('#sources ~ .wrap tbody tr')].find(r => r.querySelector('th').textContent === arguments[0]); return r ? [...r.querySelectorAll('td')].map(c => c.textContent) : null;", "args": [name]});
+        let args = json!([name]);
         let b = &b;
         async move {
             let v = b
-                .send(reqwest::Method::POST, "/execute/sync", Some(script))
+                .script("const r = [...document.querySelectorAll('#sources ~ .wrap tbody tr')].find(r => r.querySelector('th').textContent === arguments[0]); return r ? [...r.querySelectorAll('td')].map(c => c.textContent) : null;", args)
                 .await;
             v.as_array()
                 .map(|cells| {
@@ -369,10 +376,9 @@ sources:
         "{things_row:?}"
     );
     let charts = b
-        .send(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": "return [...document.querySelectorAll('svg.chart')].map(s => s.querySelector('title').textContent);", "args": []})),
+        .script(
+            "return [...document.querySelectorAll('svg.chart')].map(s => s.querySelector('title').textContent);",
+            json!([]),
         )
         .await;
     let charts: Vec<String> = charts
@@ -416,10 +422,9 @@ sources:
         .id;
     b.go(&format!("{}/events/{update}", d.admin)).await;
     let marks = b
-        .send(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": "return [document.querySelector('del')?.textContent, document.querySelector('ins')?.textContent];", "args": []})),
+        .script(
+            "return [document.querySelector('del')?.textContent, document.querySelector('ins')?.textContent];",
+            json!([]),
         )
         .await;
     assert_eq!(marks, json!(["\"first\"", "\"second\""]), "the change view");
@@ -455,12 +460,7 @@ async fn audit(b: &Browser, what: &str) {
         eprintln!("SKIPPED the accessibility audit: npm ci in tests/verifiers");
         return;
     };
-    b.send(
-        reqwest::Method::POST,
-        "/execute/sync",
-        Some(json!({"script": format!("{axe}\nreturn true;"), "args": []})),
-    )
-    .await;
+    b.script(&format!("{axe}\nreturn true;"), json!([])).await;
     let found = b
         .send(
             reqwest::Method::POST,
